@@ -1,0 +1,189 @@
+"""One CouchDB database, as plain dicts.
+
+This is the storage layer the domain builds on: it knows CouchDB's HTTP
+API but nothing about tokens.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+from . import errors
+from .transport import Transport
+
+
+def doc_path(doc_id: str) -> list[str]:
+    """Path segments for a document id (design documents keep their slash)."""
+    if doc_id.startswith("_design/"):
+        return ["_design", doc_id[len("_design/"):]]
+    return [doc_id]
+
+
+class Database:
+    """A named database on a :class:`Transport`. No I/O until a call."""
+
+    def __init__(self, transport: Transport, name: str) -> None:
+        if not name:
+            raise errors.ConfigError("no database name given: set PICAS_DATABASE or --database")
+        self.transport = transport
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Database {self.name} at {self.transport.url}>"
+
+    def _request(self, method: str, *path: str, **kwargs: Any) -> Any:
+        return self.transport.request(method, [self.name, *path],
+                                      database=self.name, **kwargs)
+
+    def _missing(self) -> errors.DatabaseNotFound:
+        return errors.DatabaseNotFound(
+            f"database '{self.name}' does not exist at {self.transport.url}: "
+            f"create it with `picas db create` (or check the name)")
+
+    # -- the database itself ------------------------------------------------
+    def info(self) -> dict:
+        try:
+            return self._request("GET")
+        except errors.NotFound:
+            raise self._missing() from None
+
+    def exists(self) -> bool:
+        try:
+            self._request("GET")
+            return True
+        except errors.NotFound:
+            return False
+
+    def create(self) -> bool:
+        """Create the database; False when it already existed."""
+        try:
+            self._request("PUT")
+            return True
+        except errors.Conflict:
+            return False
+
+    def destroy(self) -> None:
+        try:
+            self._request("DELETE")
+        except errors.NotFound:
+            raise self._missing() from None
+
+    def security(self) -> dict:
+        return self._request("GET", "_security")
+
+    def set_security(self, security: dict) -> None:
+        self._request("PUT", "_security", json=security)
+
+    # -- documents ----------------------------------------------------------
+    def get(self, doc_id: str, **params: Any) -> dict:
+        """The document, or :class:`errors.NotFound` naming it."""
+        try:
+            return self._request("GET", *doc_path(doc_id), params=params)
+        except errors.NotFound:
+            if not self.exists():
+                raise self._missing() from None
+            raise errors.NotFound(
+                f"no document '{doc_id}' in database '{self.name}'") from None
+
+    def put(self, doc: dict) -> str:
+        """Write ``doc`` (creating or updating by its ``_rev``); store and return the new rev."""
+        if "_id" not in doc:
+            raise errors.InvalidToken("a document needs an _id to be saved with put")
+        try:
+            result = self._request("PUT", *doc_path(doc["_id"]), json=doc)
+        except errors.NotFound:
+            raise self._missing() from None
+        doc["_rev"] = result["rev"]
+        return result["rev"]
+
+    def delete(self, doc_id: str, rev: str) -> str:
+        result = self._request("DELETE", *doc_path(doc_id), params={"rev": rev})
+        return result["rev"]
+
+    def bulk_docs(self, docs: list[dict]) -> list[dict]:
+        """Write many documents in one request; one result dict per doc.
+
+        Conflicts are reported per document (``"error": "conflict"``), not
+        raised. Successful writes get their new ``_rev`` set in place.
+        """
+        if not docs:
+            return []
+        try:
+            results = self._request("POST", "_bulk_docs", json={"docs": docs})
+        except errors.NotFound:
+            raise self._missing() from None
+        for doc, result in zip(docs, results):
+            if "rev" in result and "error" not in result:
+                doc["_rev"] = result["rev"]
+                doc.setdefault("_id", result["id"])
+        return results
+
+    def all_docs(self, **params: Any) -> dict:
+        try:
+            if "keys" in params:
+                keys = params.pop("keys")
+                return self._request("POST", "_all_docs", params=params, json={"keys": keys})
+            return self._request("GET", "_all_docs", params=params)
+        except errors.NotFound:
+            raise self._missing() from None
+
+    def iter_all_docs(self, page: int = 1000, **params: Any) -> Iterator[dict]:
+        """All rows of ``_all_docs`` (design documents included), paged."""
+        yield from self._paged(lambda **p: self.all_docs(**p), page, params)
+
+    def view(self, design: str, view: str, **params: Any) -> dict:
+        """Query ``_design/design/_view/view``; missing views get a clear error."""
+        try:
+            if "keys" in params:
+                keys = params.pop("keys")
+                return self._request("POST", "_design", design, "_view", view,
+                                     params=params, json={"keys": keys})
+            return self._request("GET", "_design", design, "_view", view, params=params)
+        except errors.NotFound:
+            if not self.exists():
+                raise self._missing() from None
+            raise errors.ViewNotFound(
+                f"view {design}/{view} is missing in database '{self.name}': "
+                "push the views with `picas views push`") from None
+
+    def iter_view(self, design: str, view: str, page: int = 1000,
+                  **params: Any) -> Iterator[dict]:
+        """Every row of a view, fetched ``page`` rows at a time."""
+        yield from self._paged(lambda **p: self.view(design, view, **p), page, params)
+
+    @staticmethod
+    def _paged(query: Any, page: int, params: dict) -> Iterator[dict]:
+        params = dict(params)
+        limit = params.pop("limit", None)
+        seen = 0
+        while True:
+            want = page if limit is None else min(page, limit - seen)
+            if want <= 0:
+                return
+            rows = query(limit=want + 1, **params)["rows"]
+            for row in rows[:want]:
+                yield row
+            seen += min(len(rows), want)
+            if len(rows) <= want:
+                return
+            last = rows[want]
+            params["startkey"] = last["key"]
+            params["startkey_docid"] = last["id"]
+
+    # -- attachments --------------------------------------------------------
+    def get_attachment(self, doc_id: str, name: str) -> bytes:
+        try:
+            return self._request("GET", *doc_path(doc_id), name, raw=True)
+        except errors.NotFound:
+            raise errors.NotFound(
+                f"token '{doc_id}' has no attachment '{name}' in database '{self.name}'") from None
+
+    def put_attachment(self, doc_id: str, rev: str, name: str, data: bytes,
+                       content_type: str = "text/plain") -> str:
+        result = self._request("PUT", *doc_path(doc_id), name, params={"rev": rev},
+                               data=data, headers={"Content-Type": content_type})
+        return result["rev"]
+
+
+def ids(rows: Iterable[dict]) -> list[str]:
+    """The document ids of view rows."""
+    return [row["id"] for row in rows]

@@ -1,0 +1,104 @@
+"""Design documents: read from ``couchviews/`` files, pushed idempotently.
+
+An unchanged view is never rewritten, because rewriting a design document
+makes CouchDB rebuild every index in it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+from . import errors
+from .database import Database
+
+MONITOR = "Monitor"
+PILOT = "Pilot"
+
+
+def source_dir() -> Path:
+    """Where the ``couchviews`` files are: the installed package or a checkout."""
+    try:
+        installed = Path(str(resources.files("picas.couchviews")))
+        if (installed / MONITOR).is_dir():
+            return installed
+    except ModuleNotFoundError:
+        pass
+    checkout = Path(__file__).resolve().parent.parent / "couchviews"
+    if (checkout / MONITOR).is_dir():
+        return checkout
+    raise errors.ConfigError("picas is installed without its couchviews/: reinstall picas")
+
+
+def load(root: Path | None = None) -> dict[str, dict]:
+    """Every design document under ``root``, as ``{name: {"views": ...}}``."""
+    root = source_dir() if root is None else root
+    designs: dict[str, dict] = {}
+    for design_dir in sorted(p for p in root.iterdir() if (p / "views").is_dir()):
+        views = {}
+        for view_dir in sorted(p for p in (design_dir / "views").iterdir() if p.is_dir()):
+            view = {"map": (view_dir / "map.js").read_text().strip()}
+            if (view_dir / "reduce.js").exists():
+                view["reduce"] = (view_dir / "reduce.js").read_text().strip()
+            elif (view_dir / "reduce.builtin").exists():
+                view["reduce"] = (view_dir / "reduce.builtin").read_text().strip()
+            views[view_dir.name] = view
+        designs[design_dir.name] = {"language": "javascript", "views": views}
+    return designs
+
+
+@dataclass
+class PushReport:
+    """What a push changed, per design document."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def wrote(self) -> bool:
+        return bool(self.added or self.changed)
+
+
+def push_views(db: Database, design: str, views: dict[str, dict],
+               keep_others: bool = True) -> PushReport:
+    """Make ``_design/design`` contain ``views``; write only if something differs.
+
+    Views already in the design document but not in ``views`` are kept
+    (users add their own), unless ``keep_others`` is False.
+    """
+    report = PushReport()
+    doc_id = f"_design/{design}"
+    for _ in range(5):
+        try:
+            current = db.get(doc_id)
+        except errors.DatabaseNotFound:
+            raise
+        except errors.NotFound:
+            current = {"_id": doc_id, "language": "javascript", "views": {}}
+        existing = current.setdefault("views", {})
+        report = PushReport()
+        for name, view in sorted(views.items()):
+            if name not in existing:
+                report.added.append(name)
+            elif existing[name] != view:
+                report.changed.append(name)
+            else:
+                report.unchanged.append(name)
+        if not report.wrote and (keep_others or set(existing) == set(views)):
+            return report
+        new_views = {**existing, **views} if keep_others else dict(views)
+        try:
+            db.put({**current, "language": "javascript", "views": new_views})
+            return report
+        except errors.Conflict:
+            continue
+    raise errors.Conflict(f"{doc_id} kept changing while pushing views: try again")
+
+
+def push(db: Database, designs: Iterable[str] | None = None) -> dict[str, PushReport]:
+    """Push picas's own design documents; return what changed in each."""
+    loaded = load()
+    names = list(loaded) if designs is None else list(designs)
+    return {name: push_views(db, name, loaded[name]["views"]) for name in names}

@@ -1,0 +1,244 @@
+"""Upstream PiCaS's document classes: dict-like wrappers around token JSON.
+
+Scripts written for PiCaS 1.1 build ``Task`` objects, lock them, attach
+logs and save them; all of that works unchanged. One upstream defect is
+fixed: a default ``Task`` has ``type: "token"``, so the views see it.
+"""
+from __future__ import annotations
+
+import base64
+import mimetypes
+import socket
+import traceback
+import uuid
+from typing import Any, Iterator
+
+from . import jobid, state
+from .util import merge_dicts, seconds
+
+
+class Document:
+    """A CouchDB document that behaves like the dict it wraps."""
+
+    def __init__(self, data: Any = None, base: dict | None = None) -> None:
+        if isinstance(data, Document):
+            data = data.value
+        data = {} if data is None else data
+        # Documents read from the database are taken as they are; new ones
+        # get the defaults of their class.
+        self.doc: dict = data if "_rev" in data else merge_dicts(base or {}, data)
+
+    def __len__(self) -> int:
+        return len(self.doc)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.doc[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.doc[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.doc[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.doc
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.doc)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.doc.get('_id')}>"
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.doc.get(key, default)
+
+    @property
+    def id(self) -> str:
+        try:
+            return self.doc["_id"]
+        except KeyError:
+            raise AttributeError("_id for document is not set") from None
+
+    @id.setter
+    def id(self, new_id: str) -> None:
+        self.doc["_id"] = new_id
+
+    @property
+    def rev(self) -> str:
+        try:
+            return self.doc["_rev"]
+        except KeyError:
+            raise AttributeError("_rev is not available: document is not "
+                                 "retrieved from database") from None
+
+    @property
+    def value(self) -> dict:
+        return self.doc
+
+    def update(self, values: dict) -> None:
+        self.doc.update(values)
+
+    def put_attachment(self, name: str, data: bytes | str, mimetype: str | None = None) -> None:
+        """Attach ``data`` inline; it is uploaded with the next save."""
+        if mimetype is None:
+            mimetype = mimetypes.guess_type(name)[0] or "text/plain"
+        raw = data if isinstance(data, bytes) else data.encode()
+        self.doc.setdefault("_attachments", {})[name] = {
+            "content_type": mimetype, "data": base64.b64encode(raw).decode()}
+
+    def get_attachment(self, name: str, retrieve_from_database: Any = None) -> dict:
+        """The attachment's metadata with its bytes under ``data``.
+
+        Attachments read from the database are stubs; pass the
+        :class:`picas.clients.CouchDB` as ``retrieve_from_database`` to
+        fetch their bytes. Raises KeyError for an unknown name.
+        """
+        stored = self.doc["_attachments"][name]
+        attachment = {k: v for k, v in stored.items() if k != "data"}
+        if "data" in stored:
+            attachment["data"] = base64.b64decode(stored["data"])
+        elif retrieve_from_database is not None:
+            attachment["data"] = retrieve_from_database.database.get_attachment(self.id, name)
+        return attachment
+
+    def remove_attachment(self, name: str) -> "Document":
+        del self.doc["_attachments"][name]
+        return self
+
+    def _update_hostname(self) -> "Document":
+        self.doc["hostname"] = socket.gethostname()
+        return self
+
+
+class User(Document):
+    """A CouchDB user document (``_users`` database)."""
+
+    def __init__(self, username: str, password: str, roles: list[str] | None = None,
+                 data: dict | None = None) -> None:
+        super().__init__(data or {}, base={
+            "_id": f"org.couchdb.user:{username}", "name": username, "type": "user",
+            "password": password, "roles": list(roles or [])})
+
+
+class Task(Document):
+    """A token, with upstream PiCaS's fields and methods."""
+
+    BASE = {
+        "type": "token",
+        "lock": 0,
+        "done": 0,
+        "hostname": "",
+        "scrub_count": 0,
+        "input": {},
+        "exit_code": "",
+        "output": {},
+        "uploads": {},
+        "error": [],
+    }
+
+    def __init__(self, task: Any = None) -> None:
+        super().__init__(task, Task.BASE)
+        if "_id" not in self.doc:
+            self.doc["_id"] = "task_" + uuid.uuid4().hex
+
+    def lock(self) -> "Task":
+        self.doc["lock"] = seconds()
+        jobid.add_job_id(self.doc)
+        return self._update_hostname()
+
+    def done(self) -> "Task":
+        self.doc["done"] = seconds()
+        return self
+
+    @property
+    def input(self) -> Any:
+        return self.doc["input"]
+
+    @input.setter
+    def input(self, value: Any) -> None:
+        self.doc["input"] = value
+
+    @property
+    def output(self) -> Any:
+        return self.doc["output"]
+
+    @output.setter
+    def output(self, value: Any) -> None:
+        self.doc["output"] = value
+
+    @property
+    def uploads(self) -> Any:
+        return self.doc["uploads"]
+
+    @uploads.setter
+    def uploads(self, value: Any) -> None:
+        self.doc["uploads"] = value
+
+    def scrub(self) -> "Task":
+        """Make the task todo again, counting the reset in ``scrub_count``."""
+        self.doc["scrub_count"] = int(self.doc.get("scrub_count") or 0) + 1
+        self.doc["lock"] = 0
+        self.doc["done"] = 0
+        self.doc.pop("lease", None)
+        jobid.remove_job_id(self.doc)
+        return self._update_hostname()
+
+    def error(self, msg: Any = None, exception: BaseException | None = None) -> "Task":
+        """Record an error and mark the task failed the upstream way (99/99)."""
+        entry: dict[str, Any] = {"time": seconds()}
+        if msg is not None:
+            entry["message"] = str(msg)
+        if exception is not None:
+            entry["exception"] = "".join(traceback.format_exception(exception)) \
+                if exception.__traceback__ else repr(exception)
+        self.doc["lock"] = state.UPSTREAM_ERROR
+        self.doc["done"] = state.UPSTREAM_ERROR
+        self.doc.setdefault("error", []).append(entry)
+        return self
+
+    def has_error(self) -> bool:
+        return state.classify(self.doc) is state.TokenState.ERROR
+
+    def get_errors(self) -> list:
+        return self.doc.get("error", [])
+
+    def is_done(self) -> bool:
+        return self.doc.get("done", 0) != 0
+
+
+class Job(Document):
+    """Upstream's job record: timing of a piece of work, archived when done."""
+
+    BASE = {"type": "job", "hostname": "", "start": 0, "done": 0, "queue": 0,
+            "method": "", "archive": 0}
+
+    def __init__(self, job: Any) -> None:
+        super().__init__(job, Job.BASE)
+        if "_id" not in self.doc:
+            raise ValueError("Job ID must be set")
+
+    def queue(self, method: str, host: str | None = None) -> "Job":
+        self.doc["method"] = method
+        if host is not None:
+            self.doc["hostname"] = host
+        self.doc["queue"] = seconds()
+        return self
+
+    def start(self) -> "Job":
+        self.doc.update(start=seconds(), done=0, archive=0)
+        return self._update_hostname()
+
+    def finish(self) -> "Job":
+        self.doc["done"] = seconds()
+        return self
+
+    def archive(self) -> "Job":
+        if self.doc["done"] <= 0:
+            self.doc["done"] = seconds()
+        self.doc["archive"] = seconds()
+        self.id = f"archived-{self.id}-{seconds()}"
+        self.doc.pop("_rev", None)
+        return self
+
+    def is_done(self) -> bool:
+        return self.doc["done"] != 0

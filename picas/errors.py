@@ -1,0 +1,59 @@
+"""One exception tree for picas.
+
+HTTP statuses become these classes in :mod:`picas.transport` and nowhere
+else. Each message says what to do next. The classes also derive from
+CouchDB-Python's errors, so upstream PiCaS scripts that catch
+``couchdb.http.ResourceConflict`` still catch our conflicts.
+"""
+from __future__ import annotations
+
+from ._couchdb import (LegacyConflict, LegacyHTTPError, LegacyNotFound,
+                       LegacyServerError, LegacyUnauthorized)
+
+
+class PicasError(Exception):
+    """Base class of every error picas raises on purpose."""
+
+
+class ConnectionFailed(PicasError, LegacyHTTPError):
+    """The server could not be reached: wrong URL, server down, network."""
+
+
+class AuthenticationFailed(PicasError, LegacyUnauthorized):
+    """HTTP 401: the server rejected the credentials."""
+
+
+class PermissionDenied(PicasError, LegacyUnauthorized):
+    """HTTP 403: authenticated, but not allowed on this database."""
+
+
+class NotFound(PicasError, LegacyNotFound):
+    """HTTP 404: a database, document, view or attachment is missing."""
+
+
+class DatabaseNotFound(NotFound):
+    """The database itself does not exist."""
+
+
+class ViewNotFound(NotFound):
+    """The design document or one of its views is missing."""
+
+
+class Conflict(PicasError, LegacyConflict):
+    """HTTP 409/412: someone else changed the document first."""
+
+
+class ServerError(PicasError, LegacyServerError):
+    """HTTP 5xx or an unusable answer from the server."""
+
+
+class RequestRejected(PicasError):
+    """HTTP 400 and other 4xx: the server refused a malformed request."""
+
+
+class InvalidToken(PicasError, ValueError):
+    """A token (or token input) that picas cannot run or store."""
+
+
+class ConfigError(PicasError):
+    """The configuration is incomplete or invalid."""

@@ -1,0 +1,122 @@
+"""Run a command as its own process group, so that it can be stopped whole.
+
+Output goes to temporary files rather than pipes: a command that leaves
+background children holding its stdout open cannot make us wait forever.
+When the command ends, what it left running in its group is killed.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import threading
+from dataclasses import dataclass
+from typing import IO, Any, Sequence
+
+from . import shutdown
+
+#: Seconds between SIGTERM and SIGKILL when a task must stop.
+DEFAULT_GRACE = 5.0
+POLL = 0.05
+
+
+@dataclass
+class Limits:
+    """Per-thread limits that a running actor imposes on :func:`execute`."""
+
+    deadline: float | None = None
+    grace: float = DEFAULT_GRACE
+    timed_out: bool = False
+    interrupted: bool = False
+
+
+_limits = threading.local()
+
+
+def current_limits() -> Limits:
+    if not hasattr(_limits, "value"):
+        _limits.value = Limits()
+    return _limits.value
+
+
+def set_limits(limits: Limits) -> None:
+    _limits.value = limits
+
+
+def kill_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + grace
+    while proc.poll() is None and time.monotonic() < end:
+        time.sleep(POLL)
+    reap_group(proc)
+
+
+def reap_group(proc: subprocess.Popen) -> None:
+    """SIGKILL every process left in the group (background children too)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def wait(proc: subprocess.Popen, *, timeout: float | None = None,
+         grace: float = DEFAULT_GRACE, should_stop: Any = None) -> str | None:
+    """Wait for ``proc``; kill its group on timeout, shutdown or ``should_stop()``.
+
+    Returns None when it ended by itself, else why it was stopped:
+    ``"timeout"``, ``"shutdown"`` or whatever ``should_stop()`` returned.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            proc.wait(timeout=POLL)
+            reap_group(proc)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        reason = None
+        if deadline is not None and time.monotonic() >= deadline:
+            reason = "timeout"
+        elif shutdown.requested.is_set():
+            reason = "shutdown"
+        elif should_stop is not None:
+            reason = should_stop()
+        if reason:
+            kill_group(proc, grace)
+            return reason
+
+
+def start(args: str | Sequence[str], *, shell: bool, stdout: IO, stderr: IO,
+          **popen: Any) -> subprocess.Popen:
+    """Start ``args`` in a new session (its own process group)."""
+    return subprocess.Popen(args, shell=shell, stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=stderr, start_new_session=True, **popen)
+
+
+def execute(args: str | Sequence[str], shell: bool = False,
+            timeout: float | None = None) -> tuple[subprocess.Popen, int, bytes, bytes]:
+    """Run ``args``; return ``(process, returncode, stdout, stderr)`` like upstream.
+
+    On ``timeout`` (or the enclosing actor's ``max_token_time``, or a
+    shutdown signal) the whole process group is stopped and the return code
+    is negative (the signal).
+    """
+    limits = current_limits()
+    if limits.deadline is not None:
+        left = max(0.0, limits.deadline - time.time())
+        timeout = left if timeout is None else min(timeout, left)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = start(args, shell=shell, stdout=out, stderr=err)
+        reason = wait(proc, timeout=timeout, grace=limits.grace)
+        limits.timed_out |= reason == "timeout"
+        limits.interrupted |= reason == "shutdown"
+        out.seek(0)
+        err.seek(0)
+        return proc, proc.returncode, out.read(), err.read()

@@ -1,0 +1,369 @@
+"""The token state machine: the only place that knows how state is stored.
+
+A token's state is derived from upstream PiCaS's fields, so that tokens
+written by upstream pilots and the ``Monitor`` views keep their meaning:
+
+=========  ===============================================  ==============
+state      stored as                                        Monitor view
+=========  ===============================================  ==============
+todo       lock == 0, done == 0                             todo
+locked     lock > 0, done == 0                              locked
+done       lock > 0, done > 0, exit_code == 0               done
+error      lock > 0, done > 0, exit_code != 0 (or 99/99)    error
+held       lock == -1, done == 0                            held
+cancelled  lock == -1, done == -1                           cancelled
+=========  ===============================================  ==============
+
+The JavaScript in ``couchviews/Monitor`` mirrors :func:`classify`; a test
+checks that the two agree on every state. Every transition below is a
+pure function of a token dict: callers write the result with the
+document's ``_rev``, so a concurrent change shows up as a conflict.
+"""
+from __future__ import annotations
+
+import copy
+import enum
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import jobid
+from .errors import InvalidToken
+
+#: ``lock`` value of a token that no pilot may claim (held or cancelled).
+NOT_CLAIMABLE = -1
+#: ``done`` value of a cancelled token.
+CANCELLED_DONE = -1
+#: Upstream PiCaS marks errors with lock = done = 99.
+UPSTREAM_ERROR = 99
+
+DEFAULT_MAX_ATTEMPTS = 3
+#: Infrastructure failures (lost leases, interruptions) retry more often,
+#: but not forever: a token that kills its node every time must stop.
+DEFAULT_MAX_INFRA_ATTEMPTS = 10
+
+
+class TokenState(str, enum.Enum):
+    TODO = "todo"
+    LOCKED = "locked"
+    DONE = "done"
+    ERROR = "error"
+    HELD = "held"
+    CANCELLED = "cancelled"
+
+
+class Outcome(str, enum.Enum):
+    """How one attempt ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+    LEASE_LOST = "lease_lost"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_application_failure(self) -> bool:
+        """The task itself failed: counts against ``max_attempts``."""
+        return self in (Outcome.FAILED, Outcome.TIMED_OUT)
+
+    @property
+    def is_infrastructure_failure(self) -> bool:
+        """The pilot or node failed: must not use up the task's retries."""
+        return self in (Outcome.INTERRUPTED, Outcome.LEASE_LOST)
+
+
+def _number(value: Any) -> float:
+    """JavaScript's number conversion, as the views apply it to ``lock``/``done``.
+
+    Upstream fields may be ints, floats, strings or missing; a missing field
+    compares false with everything, as ``undefined`` does in the views.
+    """
+    if value is None:
+        return math.nan
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return 0.0
+        try:
+            return float(text)
+        except ValueError:
+            return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def exit_code_is_zero(value: Any) -> bool:
+    """Mirror of the views' ``parseInt(doc.exit_code) === 0``."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value == 0
+    if isinstance(value, str):
+        match = _LEADING_INT.match(value)
+        return bool(match) and int(match.group(0)) == 0
+    return False
+
+
+_LEADING_INT = re.compile(r"\s*[+-]?\d+")
+
+
+def is_token(doc: dict) -> bool:
+    return doc.get("type") == "token" and not str(doc.get("_id", "")).startswith("_design/")
+
+
+def classify(doc: dict) -> TokenState | None:
+    """The state of a token document, or None for documents in no state."""
+    if not is_token(doc):
+        return None
+    lock, done = _number(doc.get("lock")), _number(doc.get("done"))
+    if lock == 0 and done == 0:
+        return TokenState.TODO
+    if lock > 0 and done == 0:
+        return TokenState.LOCKED
+    if lock > 0 and done > 0:
+        upstream_error = lock == UPSTREAM_ERROR and done == UPSTREAM_ERROR
+        if exit_code_is_zero(doc.get("exit_code")) and not upstream_error:
+            return TokenState.DONE
+        return TokenState.ERROR
+    if lock == NOT_CLAIMABLE and done == 0:
+        return TokenState.HELD
+    if lock == NOT_CLAIMABLE and done == CANCELLED_DONE:
+        return TokenState.CANCELLED
+    return None
+
+
+def require(doc: dict, *states: TokenState) -> TokenState:
+    state = classify(doc)
+    if state not in states:
+        wanted = " or ".join(s.value for s in states)
+        raise InvalidToken(
+            f"token '{doc.get('_id')}' is {state.value if state else 'not a token'}, "
+            f"not {wanted}")
+    return state
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who claims: recorded on the token so that people and pilots can tell."""
+
+    pilot_id: str
+    hostname: str
+    job_id: tuple[str, str] | None = None
+
+    @classmethod
+    def here(cls, pilot_id: str | None = None) -> "Holder":
+        import socket
+        import uuid
+        return cls(pilot_id=pilot_id or uuid.uuid4().hex[:12],
+                   hostname=socket.gethostname(),
+                   job_id=jobid.current_job_id())
+
+
+def attempts(doc: dict) -> list[dict]:
+    """The recorded attempts that count (late results excluded)."""
+    return [a for a in doc.get("attempts", []) if not a.get("late")]
+
+
+def _since_reset(doc: dict) -> list[dict]:
+    """Attempts that count against the budgets: a reset starts them afresh."""
+    return attempts(doc)[int(doc.get("retry_base") or 0):]
+
+
+def application_failures(doc: dict) -> int:
+    return sum(1 for a in _since_reset(doc) if Outcome(a["outcome"]).is_application_failure)
+
+
+def infrastructure_failures(doc: dict) -> int:
+    return sum(1 for a in _since_reset(doc) if Outcome(a["outcome"]).is_infrastructure_failure)
+
+
+def max_attempts(doc: dict, default: int = DEFAULT_MAX_ATTEMPTS) -> int:
+    value = doc.get("max_attempts")
+    return int(value) if isinstance(value, (int, float)) and value >= 1 else default
+
+
+# -- transitions ---------------------------------------------------------------
+
+def lock(doc: dict, holder: Holder, lease_seconds: float,
+         now: float | None = None) -> dict:
+    """todo -> locked: a copy of ``doc`` held by ``holder`` until the lease ends."""
+    require(doc, TokenState.TODO)
+    now = time.time() if now is None else now
+    token = copy.deepcopy(doc)
+    jobid.remove_job_id(token)
+    token.update(lock=max(int(now), 1), done=0, hostname=holder.hostname)
+    if holder.job_id:
+        token[holder.job_id[0]] = holder.job_id[1]
+    token["lease"] = {
+        "id": f"{holder.pilot_id}-{int(now * 1000)}",
+        "pilot": holder.pilot_id,
+        "host": holder.hostname,
+        "job_id": holder.job_id[1] if holder.job_id else None,
+        "attempt": len(attempts(doc)) + 1,
+        "claimed": now,
+        "expires": now + lease_seconds,
+    }
+    return token
+
+
+def lease_id(doc: dict) -> str | None:
+    lease = doc.get("lease") or {}
+    return lease.get("id")
+
+
+def renew(doc: dict, lease_seconds: float, now: float | None = None) -> dict:
+    """A copy of a locked token with its lease extended from now."""
+    require(doc, TokenState.LOCKED)
+    now = time.time() if now is None else now
+    token = copy.deepcopy(doc)
+    token["lease"] = {**token.get("lease", {}), "expires": now + lease_seconds}
+    return token
+
+
+def lease_expired(doc: dict, now: float | None = None) -> bool:
+    """True for a locked token whose lease ran out (tokens without one never expire)."""
+    lease = doc.get("lease")
+    if classify(doc) is not TokenState.LOCKED or not lease or "expires" not in lease:
+        return False
+    return float(lease["expires"]) < (time.time() if now is None else now)
+
+
+def new_attempt(doc: dict, outcome: Outcome, *, start: float | None = None,
+                end: float | None = None, exit_code: int | None = None,
+                logs: list[str] | None = None, **extra: Any) -> dict:
+    """The attempt record of the lease ``doc`` carries."""
+    lease = doc.get("lease") or {}
+    end = time.time() if end is None else end
+    start = lease.get("claimed", end) if start is None else start
+    record = {
+        "n": lease.get("attempt", len(attempts(doc)) + 1),
+        "host": lease.get("host", doc.get("hostname", "")),
+        "pilot": lease.get("pilot"),
+        "job_id": lease.get("job_id"),
+        "start": start,
+        "end": end,
+        "duration": round(end - start, 3),
+        "exit_code": exit_code,
+        "outcome": outcome.value,
+        "logs": list(logs or []),
+    }
+    record.update(extra)
+    return record
+
+
+def _back_to_todo(token: dict) -> dict:
+    token.update(lock=0, done=0)
+    token["scrub_count"] = int(token.get("scrub_count") or 0) + 1
+    token.pop("lease", None)
+    token.pop("cancel_requested", None)
+    jobid.remove_job_id(token)
+    return token
+
+
+def finish(doc: dict, attempt: dict, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+           max_infra_attempts: int = DEFAULT_MAX_INFRA_ATTEMPTS,
+           now: float | None = None) -> dict:
+    """locked -> done, error or (to retry) todo, recording ``attempt``.
+
+    Application failures go back to todo until ``max_attempts`` is used up;
+    infrastructure failures have their own, larger budget.
+    """
+    require(doc, TokenState.LOCKED)
+    now = time.time() if now is None else now
+    token = copy.deepcopy(doc)
+    token.setdefault("attempts", []).append(attempt)
+    outcome = Outcome(attempt["outcome"])
+    if attempt.get("exit_code") is not None:
+        token["exit_code"] = attempt["exit_code"]
+    if outcome is Outcome.SUCCEEDED:
+        token.update(done=max(int(now), 1), exit_code=0)
+    elif outcome is Outcome.CANCELLED:
+        token.update(lock=NOT_CLAIMABLE, done=CANCELLED_DONE)
+    elif outcome.is_application_failure and application_failures(token) < max_attempts(token, default_max_attempts):
+        return _back_to_todo(token)
+    elif outcome.is_infrastructure_failure and infrastructure_failures(token) < max_infra_attempts:
+        return _back_to_todo(token)
+    else:
+        token["done"] = max(int(now), 1)
+        if exit_code_is_zero(token.get("exit_code")) or token.get("exit_code") in (None, ""):
+            token["exit_code"] = attempt.get("exit_code") or _failure_code(outcome)
+    token.pop("lease", None)
+    token.pop("cancel_requested", None)
+    return token
+
+
+def _failure_code(outcome: Outcome) -> int:
+    """A non-zero exit code for failures that have none (kept in the error view)."""
+    return {Outcome.TIMED_OUT: 124, Outcome.INTERRUPTED: 143}.get(outcome, 1)
+
+
+def release(doc: dict) -> dict:
+    """locked -> todo for a prefetched token that never started: no attempt counted."""
+    require(doc, TokenState.LOCKED)
+    token = copy.deepcopy(doc)
+    token.update(lock=0, done=0)
+    token.pop("lease", None)
+    jobid.remove_job_id(token)
+    return token
+
+
+def expire(doc: dict, now: float | None = None) -> dict:
+    """A locked token whose lease ran out: record the lost attempt, retry it."""
+    attempt = new_attempt(doc, Outcome.LEASE_LOST, end=now)
+    return finish(doc, attempt, now=now)
+
+
+def add_late_attempt(doc: dict, attempt: dict) -> dict:
+    """Record a result that arrived after its lease was taken over.
+
+    The state is left alone: the newer attempt owns the token now.
+    """
+    token = copy.deepcopy(doc)
+    token.setdefault("attempts", []).append({**attempt, "late": True})
+    return token
+
+
+def hold(doc: dict) -> dict:
+    """todo -> held: kept out of every pilot's reach until released."""
+    require(doc, TokenState.TODO)
+    return {**copy.deepcopy(doc), "lock": NOT_CLAIMABLE, "done": 0}
+
+
+def unhold(doc: dict) -> dict:
+    """held -> todo."""
+    require(doc, TokenState.HELD)
+    return {**copy.deepcopy(doc), "lock": 0, "done": 0}
+
+
+def cancel(doc: dict) -> dict:
+    """todo/held -> cancelled; a locked token is asked to stop instead.
+
+    The pilot running it sees ``cancel_requested`` at its next heartbeat,
+    kills the task, and records a cancelled attempt.
+    """
+    state = require(doc, TokenState.TODO, TokenState.HELD, TokenState.LOCKED)
+    token = copy.deepcopy(doc)
+    if state is TokenState.LOCKED:
+        token["cancel_requested"] = True
+    else:
+        token.update(lock=NOT_CLAIMABLE, done=CANCELLED_DONE)
+    return token
+
+
+def reset(doc: dict) -> dict:
+    """locked, error, done or cancelled -> todo, by a person's decision.
+
+    Upstream's "scrub": ``scrub_count`` goes up. Attempts stay as history;
+    the retry budget starts afresh from here.
+    """
+    require(doc, TokenState.LOCKED, TokenState.ERROR, TokenState.DONE,
+            TokenState.CANCELLED, TokenState.HELD)
+    token = _back_to_todo(copy.deepcopy(doc))
+    token["exit_code"] = ""
+    token["retry_base"] = len(attempts(token))
+    return token

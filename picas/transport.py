@@ -1,0 +1,209 @@
+"""The thin HTTP layer: dicts in, dicts out, statuses become exceptions.
+
+Everything picas sends to CouchDB goes through :class:`Transport.request`,
+which is why requests can be counted here and credentials masked once.
+"""
+from __future__ import annotations
+
+import json as jsonlib
+import logging
+from typing import Any, Iterable, Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from . import errors
+
+log = logging.getLogger(__name__)
+
+#: View and _all_docs parameters that CouchDB expects JSON-encoded.
+JSON_PARAMS = frozenset({"key", "keys", "startkey", "start_key", "endkey",
+                         "end_key", "startkey_docid", "endkey_docid"})
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """Return ``url`` without user info, and the user and password in it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.ConfigError(
+            f"'{mask_url(url)}' is not a CouchDB URL: use the form "
+            "http://HOST:PORT or https://HOST:PORT")
+    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    user = parts.username and requests.utils.unquote(parts.username)
+    password = parts.password and requests.utils.unquote(parts.password)
+    return clean, user or None, password
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path,
+                       parts.query, parts.fragment))
+
+
+def encode_params(params: Mapping[str, Any] | None) -> dict[str, str]:
+    """Turn Python values into CouchDB query-string values."""
+    out: dict[str, str] = {}
+    for name, value in (params or {}).items():
+        if value is None:
+            continue
+        if name in JSON_PARAMS or isinstance(value, (list, dict)):
+            out[name] = jsonlib.dumps(value)
+        elif isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        else:
+            out[name] = str(value)
+    return out
+
+
+class Transport:
+    """One CouchDB server, reached over one keep-alive HTTP session.
+
+    Construction does no I/O; the session is opened on the first request.
+    ``request_count`` counts every HTTP request sent, for benchmarks.
+    """
+
+    def __init__(self, url: str, username: str | None = None,
+                 password: str | None = None, verify: bool = True,
+                 timeout: float = 300.0, connect_timeout: float = 5.0) -> None:
+        clean, url_user, url_password = split_credentials(url)
+        self.url = clean
+        self.username = username if username is not None else url_user
+        self._password = password if password is not None else (url_password or "")
+        self.verify = verify
+        self.timeout = (connect_timeout, timeout)
+        self.request_count = 0
+        self._session: requests.Session | None = None
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """``(username, password)`` or None when anonymous."""
+        if self.username is None:
+            return None
+        return (self.username, self._password)
+
+    def __repr__(self) -> str:
+        who = f"{self.username}@" if self.username else ""
+        return f"<Transport {who}{self.url}>"
+
+    def _open(self) -> requests.Session:
+        if self._session is None:
+            session = requests.Session()
+            session.verify = self.verify
+            if self.credentials is not None:
+                session.auth = self.credentials
+            # Retry only failures to connect: nothing was sent, so even a
+            # POST is safe to repeat. Read errors are left to the caller.
+            retry = Retry(total=2, connect=2, read=0, status=0, other=0,
+                          redirect=0, backoff_factor=0.2)
+            adapter = HTTPAdapter(max_retries=retry, pool_maxsize=4)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        """Close the keep-alive connections (reopened on the next request)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def path_url(self, path: Iterable[str]) -> str:
+        return self.url + "/" + "/".join(quote(str(p), safe="") for p in path)
+
+    def request(self, method: str, path: Iterable[str], *,
+                params: Mapping[str, Any] | None = None,
+                json: Any = None, data: bytes | None = None,
+                headers: Mapping[str, str] | None = None,
+                raw: bool = False, database: str | None = None) -> Any:
+        """Send one request; return decoded JSON (or bytes when ``raw``).
+
+        ``database`` only improves error messages.
+        """
+        path = list(path)
+        url = self.path_url(path)
+        session = self._open()
+        self.request_count += 1
+        try:
+            response = session.request(
+                method, url, params=encode_params(params),
+                data=jsonlib.dumps(json).encode() if json is not None else data,
+                headers={"Accept": "application/json",
+                         **({"Content-Type": "application/json"} if json is not None else {}),
+                         **(headers or {})},
+                timeout=self.timeout)
+        except requests.exceptions.SSLError as exc:
+            raise errors.ConnectionFailed(
+                f"TLS failed with {self.url}: {type(exc).__name__}; check the "
+                "URL scheme, or the server certificate") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise errors.ConnectionFailed(
+                f"cannot reach CouchDB at {self.url} ({_reason(exc)}): check the "
+                "URL and that the server is running") from None
+        except requests.RequestException as exc:
+            raise errors.ConnectionFailed(
+                f"request to {self.url} failed ({_reason(exc)}): check the "
+                "network and the server") from None
+        if response.status_code >= 400:
+            raise self._error(response, path, database)
+        if raw:
+            return response.content
+        try:
+            return response.json()
+        except ValueError:
+            raise errors.ServerError(
+                f"{self.url} answered {method} {path[:1]} with something that is "
+                "not JSON: is this URL a CouchDB server?") from None
+
+    def _error(self, response: requests.Response, path: list[str],
+               database: str | None) -> errors.PicasError:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        reason = body.get("reason") or body.get("error") or response.reason
+        who = f"user '{self.username}'" if self.username else "anonymous access"
+        db = database or (path[0] if path else "")
+        if status == 401:
+            return errors.AuthenticationFailed(
+                f"{self.url} rejected {who}: check the username and password "
+                "(PICAS_USERNAME / PICAS_PASSWORD), and that the user may use "
+                f"database '{db}'")
+        if status == 403:
+            return errors.PermissionDenied(
+                f"{who} may not do this on database '{db}' at {self.url} ({reason}): "
+                "ask a server admin to add the user as a member "
+                f"(picas db create --member NAME)")
+        if status == 404:
+            return errors.NotFound(f"not found at {self.url}: /{'/'.join(path)} ({reason})")
+        if status in (409, 412):
+            return errors.Conflict(f"conflict on /{'/'.join(path)}: {reason}")
+        if status >= 500:
+            return errors.ServerError(
+                f"{self.url} failed with HTTP {status} ({reason}); try again, "
+                "and check the server's log if it persists")
+        return errors.RequestRejected(
+            f"{self.url} refused the request with HTTP {status}: {reason}")
+
+
+def _reason(exc: Exception) -> str:
+    """A one-line, credential-free cause for a requests exception."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known",
+                   "Temporary failure in name resolution", "timed out",
+                   "Connection reset", "Connection aborted", "Max retries exceeded"):
+        if marker in text:
+            return marker.lower()
+    return type(exc).__name__
