@@ -54,7 +54,15 @@ class Database:
             return False
 
     def create(self) -> bool:
-        """Create the database; False when it already existed."""
+        """Create the database; False when it already existed.
+
+        Only admins may create databases on CouchDB; an anonymous attempt is
+        refused here, because it crashes pouchdb-server.
+        """
+        if self.transport.credentials is None:
+            raise errors.ConfigError(
+                f"creating database '{self.name}' needs a server admin: set "
+                "PICAS_USERNAME and PICAS_PASSWORD (or `picas init`)")
         try:
             self._request("PUT")
             return True

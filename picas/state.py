@@ -242,6 +242,7 @@ def new_attempt(doc: dict, outcome: Outcome, *, start: float | None = None,
     start = lease.get("claimed", end) if start is None else start
     record = {
         "n": lease.get("attempt", len(attempts(doc)) + 1),
+        "lease": lease.get("id"),
         "host": lease.get("host", doc.get("hostname", "")),
         "pilot": lease.get("pilot"),
         "job_id": lease.get("job_id"),
@@ -267,11 +268,13 @@ def _back_to_todo(token: dict) -> dict:
 
 def finish(doc: dict, attempt: dict, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
            max_infra_attempts: int = DEFAULT_MAX_INFRA_ATTEMPTS,
-           now: float | None = None) -> dict:
+           now: float | None = None, fatal: bool = False) -> dict:
     """locked -> done, error or (to retry) todo, recording ``attempt``.
 
     Application failures go back to todo until ``max_attempts`` is used up;
-    infrastructure failures have their own, larger budget.
+    infrastructure failures have their own, larger budget. ``fatal`` sends
+    a failure straight to error: retrying a token that has no command, say,
+    cannot help.
     """
     require(doc, TokenState.LOCKED)
     now = time.time() if now is None else now
@@ -284,9 +287,7 @@ def finish(doc: dict, attempt: dict, default_max_attempts: int = DEFAULT_MAX_ATT
         token.update(done=max(int(now), 1), exit_code=0)
     elif outcome is Outcome.CANCELLED:
         token.update(lock=NOT_CLAIMABLE, done=CANCELLED_DONE)
-    elif outcome.is_application_failure and application_failures(token) < max_attempts(token, default_max_attempts):
-        return _back_to_todo(token)
-    elif outcome.is_infrastructure_failure and infrastructure_failures(token) < max_infra_attempts:
+    elif not fatal and _may_retry(token, outcome, default_max_attempts, max_infra_attempts):
         return _back_to_todo(token)
     else:
         token["done"] = max(int(now), 1)
@@ -295,6 +296,15 @@ def finish(doc: dict, attempt: dict, default_max_attempts: int = DEFAULT_MAX_ATT
     token.pop("lease", None)
     token.pop("cancel_requested", None)
     return token
+
+
+def _may_retry(token: dict, outcome: Outcome, default_max_attempts: int,
+               max_infra_attempts: int) -> bool:
+    if outcome.is_application_failure:
+        return application_failures(token) < max_attempts(token, default_max_attempts)
+    if outcome.is_infrastructure_failure:
+        return infrastructure_failures(token) < max_infra_attempts
+    return False
 
 
 def _failure_code(outcome: Outcome) -> int:

@@ -1,0 +1,138 @@
+"""Leases that heal themselves.
+
+A claimed token carries a lease that ends at ``lease.expires``. While a
+pilot holds tokens, a :class:`LeaseKeeper` thread renews their leases well
+before they run out (a heartbeat). If the pilot dies (SIGKILL, lost node,
+long network outage) the renewals stop, the lease runs out, and any pilot
+that looks (:func:`recover_expired`) puts the token back in todo, counting
+the lost attempt. No server-side process is involved, and every hand-over
+is a compare-and-set on ``_rev``, so two pilots never both win.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Iterable
+
+from . import designdocs, errors, state
+from .database import Database
+from .state import TokenState
+
+log = logging.getLogger(__name__)
+
+
+def recover_expired(db: Database, now: float | None = None, limit: int = 500) -> int:
+    """Put tokens whose lease ran out back in todo (or error); return how many.
+
+    Safe to run from many pilots at once: a token renewed or recovered by
+    someone else in the meantime is a conflict, and is left alone.
+    """
+    now = time.time() if now is None else now
+    rows = db.view(designdocs.PILOT, "locked_by_expiry", endkey=now, include_docs=True,
+                   limit=limit)["rows"]
+    expired = [state.expire(row["doc"], now=now) for row in rows
+               if row.get("doc") and state.lease_expired(row["doc"], now)]
+    results = db.bulk_docs(expired)
+    recovered = sum(1 for r in results if "error" not in r)
+    if recovered:
+        log.info("recovered %d token(s) whose lease had expired", recovered)
+    return recovered
+
+
+class LeaseKeeper:
+    """Renews the leases of the tokens this pilot holds, from a thread.
+
+    The keeper owns the latest revision of each held token: the pilot
+    hands a token over with :meth:`hold` and takes it back, with its
+    current ``_rev``, via :meth:`take`. A renewal that meets a conflict
+    re-reads the token: if the lease is still ours (someone only asked for
+    a cancel, say) it renews on top of that; otherwise the lease is lost.
+    """
+
+    def __init__(self, db: Database, lease_seconds: float, interval: float | None = None) -> None:
+        self.db = db
+        self.lease_seconds = lease_seconds
+        self.interval = interval if interval is not None else max(0.5, lease_seconds / 3)
+        self._held: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.cancel_requested: set[str] = set()
+        self.lost: set[str] = set()
+        self.renewals = 0
+        self.failures = 0
+
+    def hold(self, tokens: Iterable[dict]) -> None:
+        with self._lock:
+            for token in tokens:
+                self._held[token["_id"]] = token
+
+    def take(self, token_id: str) -> dict | None:
+        """Stop renewing ``token_id``; return its latest known revision."""
+        with self._lock:
+            return self._held.pop(token_id, None)
+
+    def held(self) -> list[dict]:
+        with self._lock:
+            return list(self._held.values())
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="picas-lease", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._wake.set()
+            thread.join()
+            self._wake.clear()
+
+    def _loop(self) -> None:
+        while not self._wake.wait(self.interval):
+            try:
+                self.renew()
+            except errors.PicasError as exc:
+                # The server may be back before the lease ends; keep trying.
+                self.failures += 1
+                log.warning("could not renew leases: %s", exc)
+
+    def renew(self) -> None:
+        """Extend every held lease from now, in one request."""
+        with self._lock:
+            held = list(self._held.values())
+            if not held:
+                return
+            renewed = [state.renew(token, self.lease_seconds) for token in held]
+            results = self.db.bulk_docs(renewed)
+            for token, result in zip(renewed, results):
+                if "error" in result:
+                    self._resolve(token)
+                else:
+                    self._held[token["_id"]] = token
+            self.renewals += 1
+
+    def _resolve(self, mine: dict) -> None:
+        """A renewal conflicted: find out whether the lease is still ours."""
+        token_id = mine["_id"]
+        try:
+            current = self.db.get(token_id)
+        except errors.NotFound:
+            current = {}
+        ours = (state.classify(current) is TokenState.LOCKED
+                and state.lease_id(current) == state.lease_id(mine))
+        if not ours:
+            log.warning("lease on %s was taken over", token_id)
+            self.lost.add(token_id)
+            self._held.pop(token_id, None)
+            return
+        if current.get("cancel_requested"):
+            self.cancel_requested.add(token_id)
+        renewed = state.renew(current, self.lease_seconds)
+        try:
+            self.db.put(renewed)
+            self._held[token_id] = renewed
+        except errors.Conflict:
+            # Changed again just now: keep the fresh copy, retry next beat.
+            self._held[token_id] = current

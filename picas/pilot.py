@@ -1,0 +1,274 @@
+"""The pilot: claim tokens, run their commands, record every attempt.
+
+Execution is at-least-once: a token whose pilot vanished runs again once
+its lease has expired. Results are written in bulk (one request for many
+quick tokens), prefetching is bounded, and tokens prefetched but never
+started are handed back when the pilot stops.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import claim, designdocs, errors, lease, results, runner, shutdown, state
+from .database import Database
+from .state import Holder, Outcome, TokenState
+
+log = logging.getLogger(__name__)
+
+#: Assume up to this many pilots share the backlog when sizing a batch, so
+#: that one pilot never hoards work that others could start.
+BACKLOG_SHARE = 8
+
+
+@dataclass(frozen=True)
+class PilotOptions:
+    max_tasks: int | None = None
+    max_time: float | None = None
+    max_token_time: float | None = None
+    lease: float = claim.DEFAULT_LEASE
+    batch: int = 1
+    endless: bool = False
+    design_doc: str = designdocs.PILOT
+    view: str = "todo_by_priority"
+    #: epoch seconds when the allocation ends (walltime), if known
+    end_time: float | None = None
+    #: stop claiming when less than this is left before ``end_time``
+    margin: float = 60.0
+    default_max_attempts: int = state.DEFAULT_MAX_ATTEMPTS
+    workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "picas-work")
+    spool: Path | None = None
+    log_cap: int = runner.DEFAULT_LOG_CAP
+    grace: float = 5.0
+    #: write buffered results at least this often (seconds)
+    flush_interval: float = 2.0
+    #: longest sleep between polls of an empty todo view with ``endless``
+    poll_max: float = 60.0
+    #: how long to keep retrying a failed result write before spooling it
+    retry_for: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise errors.ConfigError("--batch must be at least 1")
+        if self.lease < 1:
+            raise errors.ConfigError("--lease must be at least 1 second")
+
+
+@dataclass
+class PilotReport:
+    """What a pilot did, for its exit message and for benchmarks."""
+
+    pilot_id: str = ""
+    started: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    claimed: int = 0
+    conflicts: int = 0
+    released: int = 0
+    recovered: int = 0
+    late: int = 0
+    spooled: int = 0
+    requests: int = 0
+    stopped_because: str = ""
+
+    def count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.value] = self.outcomes.get(outcome.value, 0) + 1
+
+
+class Pilot:
+    """One pilot process's work loop. Construction does no I/O."""
+
+    def __init__(self, db: Database, options: PilotOptions, holder: Holder | None = None) -> None:
+        self.db = db
+        self.options = options
+        self.holder = holder or Holder.here()
+        self.keeper = lease.LeaseKeeper(db, options.lease)
+        spool = options.spool or options.workdir / "spool"
+        self.writer = results.ResultWriter(db, spool, options.default_max_attempts,
+                                           options.retry_for)
+        self.queue: deque[str] = deque()
+        self.report = PilotReport(pilot_id=self.holder.pilot_id)
+        self.started_at = time.monotonic()
+        self._last_recover = 0.0
+        self._backlog: int | None = None
+
+    # -- stop conditions ------------------------------------------------------
+    def _stop_reason(self) -> str | None:
+        opts = self.options
+        if shutdown.requested.is_set():
+            return "signal"
+        if opts.max_tasks is not None and self.report.started >= opts.max_tasks:
+            return "max-tasks"
+        if opts.max_time is not None and time.monotonic() - self.started_at >= opts.max_time:
+            return "max-time"
+        if opts.end_time is not None and opts.end_time - time.time() < opts.margin:
+            return "walltime"
+        return None
+
+    def _fits(self, doc: dict) -> bool:
+        """Whether the token's expected runtime fits in the walltime left."""
+        if self.options.end_time is None:
+            return True
+        expected = doc.get("expected_runtime")
+        left = self.options.end_time - time.time() - self.options.margin
+        return not isinstance(expected, (int, float)) or expected <= left
+
+    # -- the loop ---------------------------------------------------------------
+    def run(self) -> PilotReport:
+        shutdown.install()
+        if self.writer.spool_dir is not None:
+            pushed = results.push_spool(self.db, self.writer.spool_dir,
+                                        self.options.default_max_attempts)
+            if pushed:
+                log.info("pushed %d spooled result(s)", pushed)
+        self.keeper.start()
+        idle = 0.5
+        try:
+            while True:
+                reason = self._stop_reason()
+                if reason:
+                    self.report.stopped_because = reason
+                    break
+                if not self.queue:
+                    self.writer.flush()
+                    if not self._fill():
+                        if not self.options.endless:
+                            self.report.stopped_because = "no-work"
+                            break
+                        shutdown.requested.wait(idle)
+                        idle = min(idle * 2, self.options.poll_max)
+                        continue
+                    idle = 0.5
+                self._run_next()
+                if self.writer.age() >= self.options.flush_interval:
+                    self.writer.flush()
+        finally:
+            self._wind_down()
+        return self.report
+
+    def _fill(self) -> bool:
+        """Claim a batch into the queue; True when there is something to run."""
+        self._maybe_recover(force=False)
+        limit = self.options.batch
+        if self._backlog is not None:
+            limit = max(1, min(limit, math.ceil(self._backlog / BACKLOG_SHARE)))
+        if self.options.max_tasks is not None:
+            limit = min(limit, self.options.max_tasks - self.report.started)
+        accept = self._fits if self.options.end_time is not None else None
+        got = claim.claim(self.db, self.holder, limit=limit, lease_seconds=self.options.lease,
+                          design=self.options.design_doc, view=self.options.view, accept=accept)
+        self._backlog = got.backlog
+        self.report.claimed += len(got.tokens)
+        self.report.conflicts += got.conflicts
+        if not got.tokens and self._maybe_recover(force=True):
+            return self._fill()
+        self.keeper.hold(got.tokens)
+        self.queue.extend(token["_id"] for token in got.tokens)
+        return bool(got.tokens)
+
+    def _maybe_recover(self, force: bool) -> int:
+        """Take over expired leases when todo runs dry, and now and then anyway."""
+        now = time.monotonic()
+        if not force and now - self._last_recover < self.options.lease:
+            return 0
+        self._last_recover = now
+        recovered = lease.recover_expired(self.db)
+        self.report.recovered += recovered
+        return recovered
+
+    def _run_next(self) -> None:
+        token_id = self.queue.popleft()
+        held = {t["_id"]: t for t in self.keeper.held()}
+        token = held.get(token_id)
+        if token is None or token_id in self.keeper.lost:
+            return
+        if token_id in self.keeper.cancel_requested or token.get("cancel_requested"):
+            self._record(token_id, Outcome.CANCELLED, None)
+            return
+        if not self._fits(token):
+            self._release([token_id])
+            return
+        self.report.started += 1
+        try:
+            runner.command_of(token)
+            runner.environment_of(token)
+        except errors.InvalidToken as exc:
+            log.warning("token %s: %s", token_id, exc)
+            self._record(token_id, Outcome.FAILED, None, error=str(exc), fatal=True)
+            return
+
+        def should_stop() -> str | None:
+            if token_id in self.keeper.cancel_requested:
+                return "cancelled"
+            if token_id in self.keeper.lost:
+                return "lease_lost"
+            return None
+
+        options = runner.RunOptions(self.options.workdir, self.options.log_cap, self.options.grace)
+        done = runner.run(token, options, timeout=self._token_timeout(), should_stop=should_stop)
+        outcome = {
+            None: Outcome.SUCCEEDED if done.exit_code == 0 else Outcome.FAILED,
+            "timeout": Outcome.TIMED_OUT,
+            "shutdown": Outcome.INTERRUPTED,
+            "cancelled": Outcome.CANCELLED,
+            "lease_lost": Outcome.LEASE_LOST,
+        }[done.stopped]
+        self._record(token_id, outcome, done)
+
+    def _token_timeout(self) -> float | None:
+        limits = [self.options.max_token_time]
+        if self.options.end_time is not None:
+            limits.append(max(1.0, self.options.end_time - time.time() - self.options.margin / 2))
+        limits = [limit for limit in limits if limit is not None]
+        return min(limits) if limits else None
+
+    def _record(self, token_id: str, outcome: Outcome, done: runner.Run | None,
+                error: str | None = None, fatal: bool = False) -> None:
+        current = self.keeper.take(token_id)
+        if current is None:
+            return
+        n = (current.get("lease") or {}).get("attempt", len(state.attempts(current)) + 1)
+        attachments: dict[str, tuple[str, bytes]] = {}
+        extra: dict = {}
+        if done is not None:
+            attachments = {f"attempt-{n}.stdout": ("text/plain", done.stdout),
+                           f"attempt-{n}.stderr": ("text/plain", done.stderr)}
+            extra = dict(done.notes)
+        if error:
+            extra["error"] = error
+        attempt = state.new_attempt(
+            current, outcome,
+            start=done.start if done else None, end=done.end if done else None,
+            exit_code=done.exit_code if done else None,
+            logs=sorted(attachments), **extra)
+        fields = {}
+        if error:
+            fields["error"] = list(current.get("error") or []) + [
+                {"time": int(time.time()), "message": error}]
+        self.writer.add(current, results.Result(token_id, state.lease_id(current), attempt,
+                                                attachments, fatal, fields))
+        self.report.count(outcome)
+        if outcome is not Outcome.SUCCEEDED:
+            # Failures, interruptions and cancels are written at once: people look for them.
+            self.writer.flush()
+
+    def _release(self, token_ids: list[str]) -> None:
+        tokens = [t for t in (self.keeper.take(i) for i in token_ids) if t is not None]
+        if tokens:
+            self.report.released += claim.release(self.db, tokens)
+
+    def _wind_down(self) -> None:
+        """Hand back unstarted tokens and write every result, whatever happened."""
+        try:
+            self.keeper.stop()
+            self._release(list(self.queue))
+            self.queue.clear()
+            self.writer.flush()
+        finally:
+            self.report.late = self.writer.late
+            self.report.spooled = self.writer.spooled
+            self.report.requests = self.db.transport.request_count

@@ -1,0 +1,200 @@
+"""Writing results so that none is lost or written over a newer attempt.
+
+A finished attempt is a :class:`Result`: the lease it ran under, the
+attempt record, and its log attachments. :func:`apply` turns it into the
+document to write *given the token's current revision*: if the lease is
+still ours, the token moves on (done, error or back to todo); if another
+pilot took the token over meanwhile, the result is kept as a late attempt
+and the state is left to the newer attempt.
+
+:class:`ResultWriter` buffers results and writes them in bulk. When the
+server cannot be reached it retries with backoff for a bounded time, then
+spools the results to local files, which a restarted pilot or ``picas
+recover --spool DIR`` pushes later.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import errors, state
+from .database import Database
+from .state import TokenState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Result:
+    token_id: str
+    lease_id: str | None
+    attempt: dict
+    #: attachment name -> (content type, bytes)
+    attachments: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    #: a defect of the token itself (no command): straight to error
+    fatal: bool = False
+    #: extra fields to set on the token when the lease is still ours
+    fields: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["attachments"] = {name: [ctype, base64.b64encode(raw).decode()]
+                               for name, (ctype, raw) in self.attachments.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Result":
+        attachments = {name: (ctype, base64.b64decode(b64))
+                       for name, (ctype, b64) in data.get("attachments", {}).items()}
+        return cls(data["token_id"], data.get("lease_id"), data["attempt"], attachments,
+                   data.get("fatal", False), data.get("fields", {}))
+
+
+def already_recorded(current: dict, result: Result) -> bool:
+    """True when ``current`` holds this result already (a retried write went through)."""
+    return any(a.get("lease") == result.lease_id and a.get("n") == result.attempt.get("n")
+               and a.get("outcome") == result.attempt.get("outcome")
+               for a in current.get("attempts", []))
+
+
+def apply(current: dict, result: Result,
+          default_max_attempts: int = state.DEFAULT_MAX_ATTEMPTS) -> dict | None:
+    """The document to write for ``result`` on top of the token's ``current`` revision.
+
+    None when there is nothing to write: the result is on the token already.
+    """
+    if already_recorded(current, result):
+        return None
+    ours = (state.classify(current) is TokenState.LOCKED
+            and state.lease_id(current) == result.lease_id)
+    if ours:
+        doc = state.finish({**current, **result.fields}, result.attempt,
+                           default_max_attempts, fatal=result.fatal)
+    else:
+        doc = state.add_late_attempt(current, result.attempt)
+    if result.attachments:
+        attachments = dict(doc.get("_attachments", {}))
+        for name, (ctype, raw) in result.attachments.items():
+            attachments[name] = {"content_type": ctype, "data": base64.b64encode(raw).decode()}
+        doc["_attachments"] = attachments
+    return doc
+
+
+class ResultWriter:
+    """Buffers finished attempts and writes them in bulk, conflict-safe."""
+
+    def __init__(self, db: Database, spool_dir: Path | None = None,
+                 default_max_attempts: int = state.DEFAULT_MAX_ATTEMPTS,
+                 retry_for: float = 60.0) -> None:
+        self.db = db
+        self.spool_dir = spool_dir
+        self.default_max_attempts = default_max_attempts
+        self.retry_for = retry_for
+        self.pending: list[tuple[dict, Result]] = []
+        self.oldest: float | None = None
+        self.written = 0
+        self.late = 0
+        self.spooled = 0
+
+    def add(self, current: dict, result: Result) -> None:
+        """Queue ``result``; ``current`` is the token's latest known revision."""
+        if not self.pending:
+            self.oldest = time.monotonic()
+        self.pending.append((current, result))
+
+    def age(self) -> float:
+        return 0.0 if self.oldest is None else time.monotonic() - self.oldest
+
+    def flush(self) -> None:
+        """Write everything pending; spool what cannot be written in time."""
+        if not self.pending:
+            return
+        pending, self.pending, self.oldest = self.pending, [], None
+        delay, give_up = 0.5, time.monotonic() + self.retry_for
+        while True:
+            try:
+                self._write(pending)
+                return
+            except (errors.ConnectionFailed, errors.ServerError) as exc:
+                if time.monotonic() + delay > give_up:
+                    log.error("could not write %d result(s): %s", len(pending), exc)
+                    self._spool([result for _, result in pending])
+                    return
+                log.warning("writing results failed (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _write(self, pending: list[tuple[dict, Result]]) -> None:
+        todo = [(current, result, apply(current, result, self.default_max_attempts))
+                for current, result in pending]
+        todo = [item for item in todo if item[2] is not None]
+        outcomes = self.db.bulk_docs([doc for _, _, doc in todo])
+        for (current, result, _), outcome in zip(todo, outcomes):
+            if "error" in outcome:
+                self._write_one(result)
+            else:
+                self._count(current, result)
+
+    def _write_one(self, result: Result, tries: int = 10) -> None:
+        """Re-read and re-apply until the write goes through (conflicts only)."""
+        for _ in range(tries):
+            current = self.db.get(result.token_id)
+            doc = apply(current, result, self.default_max_attempts)
+            if doc is None:
+                return
+            try:
+                self.db.put(doc)
+                self._count(current, result)
+                return
+            except errors.Conflict:
+                continue
+        raise errors.Conflict(f"token {result.token_id} kept changing; result not written")
+
+    def _count(self, current: dict, result: Result) -> None:
+        self.written += 1
+        if state.lease_id(current) != result.lease_id:
+            self.late += 1
+            log.warning("token %s was taken over; result recorded as a late attempt",
+                        result.token_id)
+
+    def _spool(self, results: list[Result]) -> None:
+        if self.spool_dir is None:
+            raise errors.ConnectionFailed(
+                f"{len(results)} result(s) could not be written and no spool folder is set")
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        for result in results:
+            name = f"{result.token_id}.{result.attempt.get('n', 0)}.{int(time.time() * 1000)}.json"
+            write_atomically(self.spool_dir / name, json.dumps(result.to_json()).encode())
+            self.spooled += 1
+        log.error("spooled %d result(s) to %s: push them later with `picas recover --spool %s`",
+                  len(results), self.spool_dir, self.spool_dir)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either absent or complete, even after a crash."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def push_spool(db: Database, spool_dir: Path,
+               default_max_attempts: int = state.DEFAULT_MAX_ATTEMPTS) -> int:
+    """Write spooled results to the server; remove each file once written."""
+    if not spool_dir.is_dir():
+        return 0
+    writer = ResultWriter(db, None, default_max_attempts)
+    pushed = 0
+    for path in sorted(spool_dir.glob("*.json")):
+        result = Result.from_json(json.loads(path.read_text()))
+        writer._write_one(result)
+        path.unlink()
+        pushed += 1
+    return pushed
