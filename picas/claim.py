@@ -1,22 +1,24 @@
 """The atomic claim: CouchDB's revision check as compare-and-set.
 
-A view row's ``include_docs`` document is the *current* revision, which
-may already be locked by another pilot even though the row came from an
-older index. So each candidate's state is checked on the very revision
-that gets written: ``lock`` is written with that ``_rev``, and CouchDB
-accepts it only if nobody wrote the document since. A 409 means someone
-else won; the loser moves on. Two pilots can therefore never both hold a
-token.
+Candidates come from a view or from the changes feed, and may be stale:
+a view row's ``include_docs`` document is the *current* revision, which
+another pilot may have locked a moment ago. So the state is checked on
+the very revision that gets written: the lock is written with that
+``_rev``, and CouchDB accepts it only if nobody wrote the document since.
+A 409 means someone else won; the loser moves on. Two pilots can never
+both hold a token, whatever the source of candidates.
 
-Batches are claimed in one ``_bulk_docs`` request, which CouchDB applies
+A batch is claimed in one ``_bulk_docs`` request, which CouchDB applies
 per document: some may conflict while the rest succeed.
 """
 from __future__ import annotations
 
 import logging
+import math
 import random
+import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 from . import designdocs, state
 from .database import Database
@@ -27,15 +29,126 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE = 600.0
 #: Rows read per claim: more rows spread concurrent pilots over more tokens.
 MIN_WINDOW = 50
+#: Take at most a 1/SHARE of the claimable tokens seen, so that one pilot
+#: never hoards work that others could start.
+SHARE = 4
+
+
+@dataclass
+class Window:
+    """Candidate documents read in one request."""
+
+    docs: list[dict]
+    #: no more candidates beyond this window
+    exhausted: bool
+    #: claimable tokens in the whole source, when the source knows
+    backlog: int | None = None
+    #: take candidates in this order (the source's cursor depends on it)
+    in_order: bool = False
+
+
+class Source(Protocol):
+    def fetch(self, db: Database, window: int) -> Window: ...
+
+    def attempted(self, docs: list[dict]) -> None: ...
+
+
+class ViewSource:
+    """Candidates from a view of todo tokens (in the view's order)."""
+
+    def __init__(self, design: str = designdocs.PILOT, view: str = "todo_by_priority",
+                 **view_params: object) -> None:
+        self.design, self.view, self.view_params = design, view, view_params
+
+    def fetch(self, db: Database, window: int) -> Window:
+        answer = db.view(self.design, self.view, include_docs=True, limit=window,
+                         **self.view_params)
+        docs = [row["doc"] for row in answer["rows"] if row.get("doc")]
+        return Window(docs, len(answer["rows"]) < window, answer.get("total_rows"))
+
+    def attempted(self, docs: list[dict]) -> None:
+        """Views need no bookkeeping: written tokens leave the view."""
+
+
+class ChangesSource:
+    """Candidates from the changes feed: no view index to keep up to date.
+
+    Every document sits in the feed at its latest change, so untouched
+    todo tokens come first and everything a pilot writes moves to the end.
+    Candidates are taken strictly in feed order, so the cursor can move
+    past every row that was read: rows that were not claimable, and rows
+    that were attempted (won by us or by someone else, they were written,
+    so they now sit further on). A token can only become claimable again
+    by being written, which puts it past the cursor, or by its lease
+    running out: locked tokens the cursor passes are watched for that.
+
+    Reading from a recent cursor matters on pouchdb-server, whose feed
+    walks every outdated entry between ``since`` and the first live one.
+    """
+
+    def __init__(self) -> None:
+        self.cursor: object = 0
+        #: locked tokens behind the cursor: id -> when their lease expires
+        self.watch: dict[str, float] = {}
+        self._seqs: dict[str, object] = {}
+
+    def fetch(self, db: Database, window: int) -> Window:
+        rows = db.changes(since=self.cursor, limit=window, include_docs=True)["results"]
+        now = time.time()
+        docs, self._seqs = [], {}
+        for row in rows:
+            doc = row.get("doc") or {}
+            self.watch.pop(row["id"], None)
+            if claimable(doc, now):
+                docs.append(doc)
+                self._seqs[row["id"]] = row["seq"]
+                continue
+            expires = (doc.get("lease") or {}).get("expires")
+            if state.classify(doc) is TokenState.LOCKED and isinstance(expires, (int, float)):
+                self.watch[row["id"]] = expires
+            if not docs:
+                self.cursor = row["seq"]
+        exhausted = len(rows) < window
+        if not docs and rows:
+            self.cursor = rows[-1]["seq"]
+        if exhausted and not docs:
+            docs = self._expired(db, now)
+        return Window(docs, exhausted, in_order=True)
+
+    def attempted(self, docs: list[dict]) -> None:
+        seqs = [self._seqs[doc["_id"]] for doc in docs if doc["_id"] in self._seqs]
+        if seqs:
+            self.cursor = seqs[-1]
+
+    def _expired(self, db: Database, now: float) -> list[dict]:
+        due = [doc_id for doc_id, expires in self.watch.items() if expires < now]
+        if not due:
+            return []
+        rows = db.all_docs(keys=due, include_docs=True)["rows"]
+        docs = []
+        for row in rows:
+            doc = row.get("doc") or {}
+            if claimable(doc, now):
+                docs.append(doc)
+            else:
+                # Renewed or finished: written, so it is past the cursor now.
+                self.watch.pop(row["key"], None)
+        return docs
+
+
+def claimable(doc: dict, now: float | None = None) -> bool:
+    """Todo, or locked under a lease that has run out."""
+    return state.classify(doc) is TokenState.TODO or state.lease_expired(doc, now)
 
 
 @dataclass
 class ClaimResult:
     tokens: list[dict] = field(default_factory=list)
     conflicts: int = 0
-    #: rows in the view when queried (the todo backlog, for a todo view)
+    #: tokens whose expired lease this claim took over
+    recovered: int = 0
+    #: claimable tokens seen (the whole backlog, when the source knows it)
     backlog: int = 0
-    requests: int = 0
 
 
 def _order(candidates: list[dict], rng: random.Random) -> list[dict]:
@@ -51,47 +164,59 @@ def _priority(doc: dict) -> float:
         return 0.0
 
 
-def claim(db: Database, holder: Holder, *, limit: int = 1,
-          lease_seconds: float = DEFAULT_LEASE,
-          design: str = designdocs.PILOT, view: str = "todo_by_priority",
-          accept: Callable[[dict], bool] | None = None,
-          rounds: int = 5, rng: random.Random | None = None,
-          **view_params: object) -> ClaimResult:
-    """Lock up to ``limit`` todo tokens from ``design/view`` for ``holder``.
+def _take(doc: dict, holder: Holder, lease_seconds: float, now: float) -> tuple[dict | None, bool]:
+    """The locked revision to write for a claimable candidate, and whether it was recovered."""
+    if not state.lease_expired(doc, now):
+        return state.lock(doc, holder, lease_seconds, now), False
+    recovered = state.expire(doc, now=now)
+    if state.classify(recovered) is TokenState.TODO:
+        return state.lock(recovered, holder, lease_seconds, now), True
+    return recovered, True  # out of retries: written as error, not claimed
 
-    Returns the locked tokens (with their new ``_rev``). An empty result
-    with ``backlog == 0`` means the view is empty: a normal outcome.
-    ``accept`` can skip candidates (for example tokens that would not fit
-    in the walltime left).
+
+def claim(db: Database, holder: Holder, *, limit: int = 1,
+          lease_seconds: float = DEFAULT_LEASE, source: Source | None = None,
+          accept: Callable[[dict], bool] | None = None,
+          rounds: int = 5, rng: random.Random | None = None) -> ClaimResult:
+    """Lock up to ``limit`` claimable tokens for ``holder``.
+
+    Returns the locked tokens (with their new ``_rev``); an empty result
+    means there is nothing to claim now, a normal outcome. ``accept`` can
+    skip candidates (for example tokens that would not fit in the walltime
+    left). ``source`` defaults to the ``Pilot/todo_by_priority`` view.
     """
     rng = rng or random.Random()
+    source = source or ViewSource()
     result = ClaimResult()
-    window = max(MIN_WINDOW, 4 * limit)
+    window = max(MIN_WINDOW, SHARE * limit)
     for _ in range(rounds):
-        answer = db.view(design, view, include_docs=True, limit=window, **view_params)
-        result.requests += 1
-        result.backlog = answer.get("total_rows", len(answer["rows"]))
-        seen: set[str] = set()
-        candidates = []
-        for row in answer["rows"]:
-            doc = row.get("doc")
-            if not doc or doc["_id"] in seen:
-                continue
-            seen.add(doc["_id"])
-            if state.classify(doc) is TokenState.TODO and (accept is None or accept(doc)):
-                candidates.append(doc)
+        got = source.fetch(db, window)
+        now = time.time()
+        # The source may be stale: only what is claimable in the revision
+        # at hand is a candidate (the write then checks that revision).
+        candidates = {doc["_id"]: doc for doc in got.docs
+                      if claimable(doc, now) and (accept is None or accept(doc))}
+        result.backlog = got.backlog if got.backlog is not None else len(candidates)
         if not candidates:
-            if len(answer["rows"]) < window or accept is not None:
+            if got.exhausted:
                 return result
+            source.attempted(got.docs)  # none acceptable here: move past them
             continue
-        want = limit - len(result.tokens)
-        locked = [state.lock(doc, holder, lease_seconds) for doc in _order(candidates, rng)[:want]]
-        outcomes = db.bulk_docs(locked)
-        result.requests += 1
-        for doc, outcome in zip(locked, outcomes):
+        share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
+            else max(1, math.ceil(got.backlog / (2 * SHARE)))
+        want = min(limit - len(result.tokens), share)
+        ordered = list(candidates.values()) if got.in_order \
+            else _order(list(candidates.values()), rng)
+        chosen = ordered[:want]
+        picked = [_take(doc, holder, lease_seconds, now) for doc in chosen]
+        outcomes = db.bulk_docs([doc for doc, _ in picked])
+        source.attempted(chosen)
+        for (doc, recovered), outcome in zip(picked, outcomes):
             if "error" in outcome:
                 result.conflicts += 1
-            else:
+                continue
+            result.recovered += recovered
+            if state.classify(doc) is TokenState.LOCKED:
                 result.tokens.append(doc)
         if result.tokens:
             # Possibly fewer than asked for when others won some races:
@@ -102,8 +227,8 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
 
 def release(db: Database, tokens: list[dict]) -> int:
     """Give back tokens that were claimed but never started; return how many."""
-    if not tokens:
-        return 0
     released = [state.release(doc) for doc in tokens if state.classify(doc) is TokenState.LOCKED]
+    if not released:
+        return 0
     outcomes = db.bulk_docs(released)
     return sum(1 for o in outcomes if "error" not in o)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from typing import Any, Iterator
 
 from . import _couchdb, designdocs, errors
@@ -91,7 +92,7 @@ class CouchDB:
         if self._create:
             self._create = False
             if not self.database.create():
-                raise errors.Conflict(
+                raise errors.DatabaseExists(
                     f"database '{self.database.name}' already exists at "
                     f"{self.transport.url}: drop create=True to use it")
         return self.database
@@ -148,6 +149,7 @@ class CouchDB:
     def save(self, doc: Document | dict) -> Document | dict:
         """Write ``doc``; raises :class:`errors.Conflict` on a stale ``_rev``."""
         value = doc.value if isinstance(doc, Document) else doc
+        value.setdefault("_id", uuid.uuid4().hex)
         self._db.put(value)
         return doc
 
@@ -156,11 +158,9 @@ class CouchDB:
         values = [d.value if isinstance(d, Document) else d for d in docs]
         return ["error" not in result for result in self._db.bulk_docs(values)]
 
-    def add_view(self, view: str, map_fun: str, *args: Any, reduce_fun: str | None = None,
-                 design_doc: str = "Monitor", **kwargs: Any) -> None:
+    def add_view(self, view: str, map_fun: str, reduce_fun: str | None = None,
+                 design_doc: str = "Monitor") -> None:
         """Add or update one view; an identical view is left untouched."""
-        if args:
-            reduce_fun = args[0]
         definition = {"map": map_fun.strip()}
         if reduce_fun:
             definition["reduce"] = reduce_fun.strip()

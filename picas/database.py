@@ -89,7 +89,7 @@ class Database:
         except errors.NotFound:
             if not self.exists():
                 raise self._missing() from None
-            raise errors.NotFound(
+            raise errors.DocumentNotFound(
                 f"no document '{doc_id}' in database '{self.name}'") from None
 
     def put(self, doc: dict) -> str:
@@ -176,6 +176,14 @@ class Database:
             last = rows[want]
             params["startkey"] = last["key"]
             params["startkey_docid"] = last["id"]
+
+    def changes(self, **params: Any) -> dict:
+        """One page of the changes feed (``feed=normal``; never a filter,
+        which would crash pouchdb-server)."""
+        try:
+            return self._request("GET", "_changes", params=params)
+        except errors.NotFound:
+            raise self._missing() from None
 
     # -- attachments --------------------------------------------------------
     def get_attachment(self, doc_id: str, name: str) -> bytes:

@@ -197,7 +197,9 @@ class Task(Document):
         return self
 
     def has_error(self) -> bool:
-        return state.classify(self.doc) is state.TokenState.ERROR
+        # Also for upstream's type "task" documents, which no view classifies.
+        upstream_mark = self.doc.get("lock") == state.UPSTREAM_ERROR == self.doc.get("done")
+        return upstream_mark or state.classify(self.doc) is state.TokenState.ERROR
 
     def get_errors(self) -> list:
         return self.doc.get("error", [])

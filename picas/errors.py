@@ -8,7 +8,7 @@ CouchDB-Python's errors, so upstream PiCaS scripts that catch
 from __future__ import annotations
 
 from ._couchdb import (LegacyConflict, LegacyHTTPError, LegacyNotFound,
-                       LegacyServerError, LegacyUnauthorized)
+                       LegacyPreconditionFailed, LegacyServerError, LegacyUnauthorized)
 
 
 class PicasError(Exception):
@@ -31,6 +31,10 @@ class NotFound(PicasError, LegacyNotFound):
     """HTTP 404: a database, document, view or attachment is missing."""
 
 
+class DocumentNotFound(NotFound, ValueError):
+    """No document with that id (a ValueError too, as upstream's ``get`` raised)."""
+
+
 class DatabaseNotFound(NotFound):
     """The database itself does not exist."""
 
@@ -40,7 +44,11 @@ class ViewNotFound(NotFound):
 
 
 class Conflict(PicasError, LegacyConflict):
-    """HTTP 409/412: someone else changed the document first."""
+    """HTTP 409: someone else changed the document first."""
+
+
+class DatabaseExists(Conflict, LegacyPreconditionFailed):
+    """HTTP 412 on creating a database: it is there already."""
 
 
 class ServerError(PicasError, LegacyServerError):

@@ -80,9 +80,10 @@ class TaskViewIterator(ViewIterator):
 
     def claim_task(self) -> Task | None:
         if not self.prefetched:
+            source = claim.ViewSource(self.design_doc, self.view, **self.view_params)
             result = claim.claim(self.database.database, self.holder, limit=self.batch,
-                                 lease_seconds=self.lease_seconds, design=self.design_doc,
-                                 view=self.view, accept=self.accept, **self.view_params)
+                                 lease_seconds=self.lease_seconds, source=source,
+                                 accept=self.accept)
             self.conflicts += result.conflicts
             self.prefetched.extend(result.tokens)
         return Task(self.prefetched.popleft()) if self.prefetched else None

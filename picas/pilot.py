@@ -8,7 +8,6 @@ started are handed back when the pilot stops.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
 from collections import deque
@@ -21,11 +20,6 @@ from .state import Holder, Outcome, TokenState
 
 log = logging.getLogger(__name__)
 
-#: Assume up to this many pilots share the backlog when sizing a batch, so
-#: that one pilot never hoards work that others could start.
-BACKLOG_SHARE = 8
-
-
 @dataclass(frozen=True)
 class PilotOptions:
     max_tasks: int | None = None
@@ -34,8 +28,9 @@ class PilotOptions:
     lease: float = claim.DEFAULT_LEASE
     batch: int = 1
     endless: bool = False
+    #: claim from this view (strict priority order) instead of the changes feed
+    view: str | None = None
     design_doc: str = designdocs.PILOT
-    view: str = "todo_by_priority"
     #: epoch seconds when the allocation ends (walltime), if known
     end_time: float | None = None
     #: stop claiming when less than this is left before ``end_time``
@@ -93,8 +88,8 @@ class Pilot:
         self.queue: deque[str] = deque()
         self.report = PilotReport(pilot_id=self.holder.pilot_id)
         self.started_at = time.monotonic()
-        self._last_recover = 0.0
-        self._backlog: int | None = None
+        self.source: claim.Source = claim.ChangesSource() if options.view is None \
+            else claim.ViewSource(options.design_doc, options.view)
 
     # -- stop conditions ------------------------------------------------------
     def _stop_reason(self) -> str | None:
@@ -152,30 +147,23 @@ class Pilot:
 
     def _fill(self) -> bool:
         """Claim a batch into the queue; True when there is something to run."""
-        self._maybe_recover(force=False)
         limit = self.options.batch
-        if self._backlog is not None:
-            limit = max(1, min(limit, math.ceil(self._backlog / BACKLOG_SHARE)))
         if self.options.max_tasks is not None:
             limit = min(limit, self.options.max_tasks - self.report.started)
         accept = self._fits if self.options.end_time is not None else None
         got = claim.claim(self.db, self.holder, limit=limit, lease_seconds=self.options.lease,
-                          design=self.options.design_doc, view=self.options.view, accept=accept)
-        self._backlog = got.backlog
+                          source=self.source, accept=accept)
         self.report.claimed += len(got.tokens)
         self.report.conflicts += got.conflicts
-        if not got.tokens and self._maybe_recover(force=True):
+        self.report.recovered += got.recovered
+        if not got.tokens and isinstance(self.source, claim.ViewSource) and self._recover():
             return self._fill()
         self.keeper.hold(got.tokens)
         self.queue.extend(token["_id"] for token in got.tokens)
         return bool(got.tokens)
 
-    def _maybe_recover(self, force: bool) -> int:
-        """Take over expired leases when todo runs dry, and now and then anyway."""
-        now = time.monotonic()
-        if not force and now - self._last_recover < self.options.lease:
-            return 0
-        self._last_recover = now
+    def _recover(self) -> int:
+        """With a view as source, expired leases are found through their own view."""
         recovered = lease.recover_expired(self.db)
         self.report.recovered += recovered
         return recovered
@@ -235,8 +223,11 @@ class Pilot:
         attachments: dict[str, tuple[str, bytes]] = {}
         extra: dict = {}
         if done is not None:
-            attachments = {f"attempt-{n}.stdout": ("text/plain", done.stdout),
-                           f"attempt-{n}.stderr": ("text/plain", done.stderr)}
+            # Empty streams are not stored: nothing to read, and attachments
+            # are the costliest part of a write.
+            attachments = {f"attempt-{n}.{name}": ("text/plain", data)
+                           for name, data in (("stdout", done.stdout), ("stderr", done.stderr))
+                           if data}
             extra = dict(done.notes)
         if error:
             extra["error"] = error

@@ -188,8 +188,11 @@ class Transport:
                 f"(picas db create --member NAME)")
         if status == 404:
             return errors.NotFound(f"not found at {self.url}: /{'/'.join(path)} ({reason})")
-        if status in (409, 412):
+        if status == 409:
             return errors.Conflict(f"conflict on /{'/'.join(path)}: {reason}")
+        if status == 412:
+            # CouchDB's answer to creating a database that exists.
+            return errors.DatabaseExists(f"conflict on /{'/'.join(path)}: {reason}")
         if status >= 500:
             return errors.ServerError(
                 f"{self.url} failed with HTTP {status} ({reason}); try again, "

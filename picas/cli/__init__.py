@@ -1,0 +1,84 @@
+"""The ``picas`` command.
+
+Connection options are declared once, here, on the group; every
+subcommand reads them through :class:`picas.cli.common.App`. Errors that
+picas raises on purpose (and files that cannot be read) end the command
+with one ``error: ...`` line and exit code 1, never a traceback; usage
+mistakes keep click's exit code 2.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import PicasError
+from . import (config_cmd, db_cmd, pilot_cmd, server_cmd, slurm_cmd, status_cmd,
+               tokens_cmd)
+from .common import App, CliError, setup_logging
+
+
+class PicasGroup(click.Group):
+    """Turns picas's errors into one line on stderr."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PicasError as exc:
+            raise CliError(str(exc)) from None
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            raise CliError(f"cannot read or write {exc.filename}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
+
+
+@click.group(cls=PicasGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="PICAS_CONFIG", show_envvar=True,
+              help="Config file [default: ~/.config/picas/conf.yml].")
+@click.option("--profile", envvar="PICAS_PROFILE", show_envvar=True,
+              help="Profile in the config file [default: its default_profile].")
+@click.option("--url", envvar="PICAS_URL", show_envvar=True,
+              help="CouchDB server URL [default: http://127.0.0.1:5984].")
+@click.option("-d", "--database", envvar="PICAS_DATABASE", show_envvar=True,
+              help="Database name [default: picas].")
+@click.option("-u", "--username", envvar="PICAS_USERNAME", show_envvar=True,
+              help="CouchDB user; the password comes from PICAS_PASSWORD or the config "
+                   "file (see `picas init`).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debugging).")
+@click.version_option(__version__, prog_name="picas")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, profile: str | None, url: str | None,
+        database: str | None, username: str | None, verbose: int) -> None:
+    """A CouchDB token pool for pilot jobs.
+
+    Settings come from the options, then the environment (PICAS_URL,
+    PICAS_DATABASE, PICAS_USERNAME, PICAS_PASSWORD), then the config file,
+    then the defaults.
+
+    \b
+    Quick start on the local server:
+      picas --username admin init --no-check
+      picas server start
+      picas db create
+      picas tokens add --grid seed=1..100 --command 'echo {seed}'
+      picas pilot &
+      picas status --watch
+    """
+    setup_logging(verbose)
+    ctx.obj = App(config_path, profile, url, database, username)
+
+
+for _module in (config_cmd, db_cmd, tokens_cmd, status_cmd, server_cmd, pilot_cmd,
+                slurm_cmd):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``picas`` console script."""
+    cli.main(args=argv, prog_name="picas")

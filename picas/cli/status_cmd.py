@@ -1,0 +1,110 @@
+"""`picas status`: counts per state, running tokens, errors, rate and ETA."""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from .. import errors, status
+from ..state import TokenState
+from .common import App, duration, echo_json, pass_app, shorten, table
+
+BAR_WIDTH = 40
+
+
+def progress_bar(finished: int, total: int, width: int = BAR_WIDTH) -> str:
+    """``[#######.....]  62.0%  620/1000 finished``"""
+    fraction = finished / total if total else 0.0
+    filled = int(round(fraction * width))
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}%  "
+            f"{finished}/{total} finished")
+
+
+def render(summary: dict, with_bar: bool = False) -> str:
+    """The human-readable status."""
+    lines = [f"database '{summary['database']}' at {summary['url']}"]
+    for name in (s.value for s in TokenState):
+        lines.append(f"  {name:<10} {summary[name]:>8}")
+    lines.append(f"  {'total':<10} {summary['total']:>8}")
+    if with_bar:
+        lines.append(progress_bar(summary["done"] + summary["error"], summary["total"]))
+    eta = summary["eta_s"]
+    lines.append(f"rate {summary['rate']:.1f} tokens/min, ETA "
+                 + ("done" if eta == 0 else duration(eta) if eta is not None else "unknown"))
+    running = summary["running"]
+    if running:
+        lines.append(f"running ({summary['locked']}):")
+        rows = [[shorten(r["id"], 40), r["host"], r["pilot"] or "-", duration(r["age_s"]),
+                 duration(r["lease_expires_in"]) if r["lease_expires_in"] is not None else "-",
+                 "cancel requested" if r["cancel_requested"] else ""] for r in running]
+        body = table(["ID", "HOST", "PILOT", "AGE", "LEASE LEFT", ""], rows)
+        lines.extend("  " + line for line in body.splitlines())
+        if summary["locked"] > len(running):
+            lines.append(f"  ... and {summary['locked'] - len(running)} more")
+    if summary["errors_by_exit_code"]:
+        lines.append("errors by exit code:")
+        for code, count in sorted(summary["errors_by_exit_code"].items(),
+                                  key=lambda item: -item[1]):
+            lines.append(f"  {code:<10} {count:>8}")
+    return "\n".join(lines)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (with --watch: one per refresh).")
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="With --watch: seconds between refreshes.")
+@click.option("--until-done", is_flag=True,
+              help="With --watch: stop once no token is todo or locked.")
+@click.option("--running", "running_limit", type=click.IntRange(min=0), default=10,
+              show_default=True, help="Show at most this many running tokens.")
+@pass_app
+def status_command(app: App, as_json: bool, watch: bool, interval: float, until_done: bool,
+                   running_limit: int) -> None:
+    """Show the tokens per state, the running ones, errors by exit code, rate and ETA.
+
+    \b
+    Examples:
+      picas status
+      picas status --watch --interval 5
+      picas status --json | jq .todo
+      picas status --watch --until-done && echo all done
+    """
+    db = app.open_database()
+    if not watch:
+        summary = status.summary(db, running_limit=running_limit)
+        if as_json:
+            echo_json(summary)
+        else:
+            click.echo(render(summary))
+        return
+    tty = not as_json and click.get_text_stream("stdout").isatty()
+    first = True
+    try:
+        while True:
+            try:
+                summary = status.summary(db, running_limit=running_limit)
+            except (errors.ConnectionFailed, errors.ServerError) as exc:
+                if first:
+                    raise
+                click.echo(f"warning: {exc}; retrying", err=True)
+            else:
+                if as_json:
+                    click.echo(json.dumps(summary, sort_keys=True))
+                else:
+                    if tty:
+                        click.clear()
+                    elif not first:
+                        click.echo()
+                    click.echo(render(summary, with_bar=True))
+                if until_done and summary["todo"] + summary["locked"] == 0:
+                    return
+            first = False
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo("", err=True)
+
+
+COMMANDS = [status_command]

@@ -1,0 +1,89 @@
+"""How far along the work is: counts, running tokens, errors, rate and ETA.
+
+Everything comes from reduced views and one short, limited view query,
+so a summary costs the same handful of requests at 100 or 100,000 tokens.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .database import Database
+from .designdocs import MONITOR
+from .state import TokenState
+
+RUNNING_LIMIT = 20
+#: The rate is measured over the tokens finished in this many recent seconds.
+RATE_WINDOW = 600.0
+#: ... but never over less than a minute, so that one early finish is no rate.
+MIN_RATE_SPAN = 60.0
+
+
+def counts(db: Database) -> dict[str, int]:
+    """Tokens per state, from ``overview_total`` (one reduced query)."""
+    found = {s.value: 0 for s in TokenState}
+    for row in db.view(MONITOR, "overview_total", group=True)["rows"]:
+        if row["key"] in found:
+            found[row["key"]] = int(row["value"])
+    return found
+
+
+def running(db: Database, limit: int = RUNNING_LIMIT, now: float | None = None) -> list[dict]:
+    """Up to ``limit`` locked tokens: who holds them, since when, until when."""
+    now = time.time() if now is None else now
+    rows = db.view(MONITOR, "locked", include_docs=True, limit=limit)["rows"]
+    out = []
+    for row in rows:
+        doc = row.get("doc") or {}
+        lease = doc.get("lease") or {}
+        since = lease.get("claimed", doc.get("lock"))
+        expires = lease.get("expires")
+        out.append({
+            "id": row["id"],
+            "host": lease.get("host") or doc.get("hostname") or "",
+            "pilot": lease.get("pilot"),
+            "job_id": lease.get("job_id"),
+            "attempt": lease.get("attempt"),
+            "age_s": round(now - float(since), 1) if isinstance(since, (int, float)) else None,
+            "lease_expires_in": round(float(expires) - now, 1)
+            if isinstance(expires, (int, float)) else None,
+            "cancel_requested": bool(doc.get("cancel_requested")),
+        })
+    return sorted(out, key=lambda r: -(r["age_s"] or 0))
+
+
+def errors_by_exit_code(db: Database) -> dict[str, int]:
+    rows = db.view(MONITOR, "error_by_exit_code", group=True)["rows"]
+    return {str(row["key"]): int(row["value"]) for row in rows}
+
+
+def rate(db: Database, window: float = RATE_WINDOW, now: float | None = None) -> float:
+    """Tokens finished (done or error) per minute over the last ``window`` seconds."""
+    now = time.time() if now is None else now
+    since = int(now - window)
+    rows = db.view(MONITOR, "done_by_time", startkey=since)["rows"]
+    finished = int(rows[0]["value"]) if rows else 0
+    if not finished:
+        return 0.0
+    first = db.view(MONITOR, "done_by_time", reduce=False, startkey=since, limit=1)["rows"]
+    span = max(now - float(first[0]["key"]), MIN_RATE_SPAN) if first else window
+    return finished / span * 60.0
+
+
+def summary(db: Database, running_limit: int = RUNNING_LIMIT,
+            rate_window: float = RATE_WINDOW, now: float | None = None) -> dict[str, Any]:
+    """Everything ``picas status`` shows, as one JSON-able dict."""
+    now = time.time() if now is None else now
+    result: dict[str, Any] = counts(db)
+    result["total"] = sum(result[s.value] for s in TokenState)
+    result["running"] = running(db, running_limit, now) if result["locked"] else []
+    result["errors_by_exit_code"] = errors_by_exit_code(db) if result["error"] else {}
+    per_minute = rate(db, rate_window, now)
+    remaining = result["todo"] + result["locked"]
+    result["rate"] = round(per_minute, 3)
+    result["eta_s"] = (0.0 if not remaining else
+                       round(remaining / per_minute * 60.0, 1) if per_minute else None)
+    result["database"] = db.name
+    result["url"] = db.transport.url
+    result["time"] = now
+    return result
