@@ -55,6 +55,8 @@ class LeaseKeeper:
         self.lease_seconds = lease_seconds
         self.interval = interval if interval is not None else max(0.5, lease_seconds / 3)
         self._held: dict[str, dict] = {}
+        #: tokens taken over by another pilot: our last revision of each
+        self._lost: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,9 +71,13 @@ class LeaseKeeper:
                 self._held[token["_id"]] = token
 
     def take(self, token_id: str) -> dict | None:
-        """Stop renewing ``token_id``; return its latest known revision."""
+        """Stop renewing ``token_id``; return our latest revision of it.
+
+        For a token that was taken over, that is the revision we last held:
+        its result then goes down as a late attempt, not nowhere.
+        """
         with self._lock:
-            return self._held.pop(token_id, None)
+            return self._held.pop(token_id, None) or self._lost.pop(token_id, None)
 
     def held(self) -> list[dict]:
         with self._lock:
@@ -125,7 +131,7 @@ class LeaseKeeper:
         if not ours:
             log.warning("lease on %s was taken over", token_id)
             self.lost.add(token_id)
-            self._held.pop(token_id, None)
+            self._lost[token_id] = self._held.pop(token_id, mine)
             return
         if current.get("cancel_requested"):
             self.cancel_requested.add(token_id)

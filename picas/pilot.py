@@ -173,6 +173,7 @@ class Pilot:
         held = {t["_id"]: t for t in self.keeper.held()}
         token = held.get(token_id)
         if token is None or token_id in self.keeper.lost:
+            self.keeper.take(token_id)  # taken over before it started: nothing to record
             return
         if token_id in self.keeper.cancel_requested or token.get("cancel_requested"):
             self._record(token_id, Outcome.CANCELLED, None)

@@ -1,17 +1,135 @@
-"""`picas pilot` and `picas recover` (being written by the lead)."""
+"""``picas pilot`` and ``picas recover``."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
 import click
+
+from .. import lease, pilot, results, slurm
+from .common import App, pass_app, plural
 
 
 @click.command("pilot")
-def pilot() -> None:
-    """Run a pilot (not yet implemented)."""
-    raise click.ClickException("not yet implemented")
+@click.option("--max-tasks", type=click.IntRange(min=1), help="Stop after starting this many tokens.")
+@click.option("--max-time", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Stop claiming after this long.")
+@click.option("--max-token-time", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Kill a token's command (its whole process tree) after this long; "
+                   "the attempt counts as timed out.")
+@click.option("--lease", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="How long a claim lasts without a heartbeat [default: config, 600]. "
+                   "The pilot renews it every third of that while a token runs.")
+@click.option("--batch", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Claim up to this many tokens per request (never more than a quarter "
+                   "of what is claimable, so that other pilots get work too).")
+@click.option("--endless", is_flag=True,
+              help="When there is no work, wait and poll again (with backoff) instead of exiting.")
+@click.option("--view", default=None,
+              help="Claim from this view instead of the changes feed, e.g. todo_by_priority "
+                   "for strict priority order.")
+@click.option("--design-doc", default="Pilot", show_default=True,
+              help="Design document of --view.")
+@click.option("--end-time", type=float, metavar="EPOCH",
+              help="When the allocation ends; read from Slurm when running in a Slurm job.")
+@click.option("--margin", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="SECONDS", help="Stop claiming when less than this is left before the end time.")
+@click.option("--max-attempts", type=click.IntRange(min=1),
+              help="Attempts for tokens that set no max_attempts [default: config, 3].")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where tokens get their fresh working folders [default: $TMPDIR/picas-work].")
+@click.option("--spool", type=click.Path(file_okay=False, path_type=Path),
+              help="Where results go when the server cannot be reached [default: WORKDIR/spool].")
+@click.option("--log-cap", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
+              metavar="BYTES", help="Keep at most the last BYTES of stdout and of stderr.")
+@click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              metavar="SECONDS", help="Time between SIGTERM and SIGKILL when a command must stop.")
+@click.option("--json", "as_json", is_flag=True, help="Print the pilot's report as JSON.")
+@pass_app
+def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
+                  max_token_time: float | None, lease: float | None, batch: int,
+                  endless: bool, view: str | None, design_doc: str, end_time: float | None,
+                  margin: float, max_attempts: int | None, workdir: Path | None,
+                  spool: Path | None, log_cap: int, grace: float, as_json: bool) -> None:
+    """Run tokens until there are none left (or a limit is reached).
+
+    Each token's `command` runs in a fresh folder, with the token's `env`:
+    a string runs through the shell, a list runs directly. stdout and
+    stderr are attached to the token, and every attempt is recorded.
+
+    A failed token goes back to todo until its max_attempts are used up.
+    If this pilot is killed, its tokens come back to todo when their lease
+    expires; on SIGTERM or Ctrl-C it stops the command and hands the token
+    back at once. In a Slurm job it stops claiming before the walltime.
+
+    \b
+    Examples:
+      picas pilot
+      picas pilot --max-time 3600 --max-token-time 600
+      picas pilot --endless --lease 120
+    """
+    settings = app.settings()
+    db = settings.open_database()
+    if end_time is None:
+        end_time = slurm.allocation_end()
+    options = pilot.PilotOptions(
+        max_tasks=max_tasks, max_time=max_time, max_token_time=max_token_time,
+        lease=lease or settings.lease, batch=batch, endless=endless, view=view,
+        design_doc=design_doc, end_time=end_time, margin=margin,
+        default_max_attempts=max_attempts or settings.max_attempts,
+        log_cap=log_cap, grace=grace, spool=spool,
+        **({"workdir": workdir} if workdir else {}))
+    started = time.monotonic()
+    report = pilot.Pilot(db, options).run()
+    elapsed = time.monotonic() - started
+    if as_json:
+        click.echo(json.dumps({**asdict(report), "seconds": round(elapsed, 3)}, sort_keys=True))
+        return
+    outcomes = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(report.outcomes.items()))
+    click.echo(f"pilot {report.pilot_id}: ran {plural(report.started, 'token')}"
+               f"{f' ({outcomes})' if outcomes else ''} in {elapsed:.1f} s; "
+               f"stopped: {report.stopped_because}")
+    if report.spooled:
+        click.echo(f"{plural(report.spooled, 'result')} could not be written and wait in "
+                   f"{options.spool or options.workdir / 'spool'}: push them with "
+                   "`picas recover --spool DIR`", err=True)
 
 
 @click.command("recover")
-def recover() -> None:
-    """Recover expired leases (not yet implemented)."""
-    raise click.ClickException("not yet implemented")
+@click.option("--spool", type=click.Path(file_okay=False, path_type=Path),
+              help="Also push results that pilots spooled to this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_app
+def recover(app: App, spool: Path | None, as_json: bool) -> None:
+    """Put tokens whose pilot vanished back in todo, now.
+
+    Pilots do this by themselves; this command does it on demand. A token
+    is taken over only when its lease has expired, and the lost attempt is
+    recorded (after too many, the token goes to error). Tokens locked by
+    upstream PiCaS pilots have no lease: reset those with `picas tokens reset`.
+
+    \b
+    Examples:
+      picas recover
+      picas recover --spool /scratch/picas-work/spool
+    """
+    settings = app.settings()
+    db = settings.open_database()
+    pushed = results.push_spool(db, spool, settings.max_attempts) if spool else 0
+    recovered = 0
+    while True:
+        count = lease.recover_expired(db)
+        recovered += count
+        if count == 0:
+            break
+    if as_json:
+        click.echo(json.dumps({"recovered": recovered, "pushed": pushed}))
+        return
+    click.echo(f"recovered {plural(recovered, 'token')} whose lease had expired")
+    if spool:
+        click.echo(f"pushed {plural(pushed, 'spooled result')} from {spool}")
 
 
-COMMANDS = [pilot, recover]
+COMMANDS = [pilot_command, recover]

@@ -1,0 +1,4 @@
+"""``python -m picas`` runs the ``picas`` command."""
+from .cli import main
+
+main()

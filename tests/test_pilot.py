@@ -1,0 +1,244 @@
+"""`picas pilot`: running tokens, recording attempts, and every way they end."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from picas import state
+from picas.state import TokenState
+
+from pilots import (add, executions, finish, kill_group, run_pilot, start_pilot, state_of,
+                    states, tokens, wait_for)
+
+
+def test_commands_run_through_the_shell_or_directly_with_the_tokens_env(db, pilot_env, tmp_path):
+    add(db, tokens({"shell": "echo $GREETING from $(basename $PWD) && pwd > ../where-shell",
+                    "argv": ["sh", "-c", "echo argv $GREETING; pwd > ../where-argv"]},
+                   env={"GREETING": "hello"}))
+    report = run_pilot(pilot_env, workdir=tmp_path)
+    assert report["outcomes"] == {"succeeded": 2}
+    shell = db.get("shell")
+    assert db.get_attachment("shell", "attempt-1.stdout").startswith(b"hello from shell-")
+    assert db.get_attachment("argv", "attempt-1.stdout") == b"argv hello\n"
+    # each token ran in a fresh folder of its own, removed afterwards
+    where = {(tmp_path / f"where-{n}").read_text().strip() for n in ("shell", "argv")}
+    assert len(where) == 2 and not any(os.path.exists(w) for w in where)
+    assert state.classify(shell) is TokenState.DONE and shell["exit_code"] == 0
+
+
+def test_an_attempt_records_times_host_pilot_and_batch_job(db, pilot_env, tmp_path):
+    add(db, tokens({"t": "echo out; echo err >&2; exit 0"}))
+    env = {**pilot_env, "SLURM_JOB_ID": "4242"}
+    report = run_pilot(env, workdir=tmp_path)
+    token = db.get("t")
+    (attempt,) = token["attempts"]
+    assert attempt["n"] == 1 and attempt["outcome"] == "succeeded" and attempt["exit_code"] == 0
+    assert attempt["pilot"] == report["pilot_id"] and attempt["host"] == token["hostname"]
+    assert attempt["job_id"] == "4242" and token["slurm_job_id"] == "4242"
+    assert attempt["start"] <= attempt["end"] and attempt["duration"] >= 0
+    assert sorted(attempt["logs"]) == ["attempt-1.stderr", "attempt-1.stdout"]
+    assert db.get_attachment("t", "attempt-1.stderr") == b"err\n"
+    assert "lease" not in token and token["done"] > 0
+
+
+def test_failures_retry_until_max_attempts_then_error(db, pilot_env, tmp_path):
+    add(db, tokens({"flaky": "exit 3"}, max_attempts=3))
+    report = run_pilot(pilot_env, workdir=tmp_path)
+    token = db.get("flaky")
+    assert report["outcomes"] == {"failed": 3}
+    assert [a["outcome"] for a in token["attempts"]] == ["failed"] * 3
+    assert [a["n"] for a in token["attempts"]] == [1, 2, 3]
+    assert state.classify(token) is TokenState.ERROR and token["exit_code"] == 3
+    assert token["scrub_count"] == 2  # put back in todo twice, upstream's meaning
+
+
+def test_default_max_attempts_comes_from_the_pilot_option(db, pilot_env, tmp_path):
+    add(db, tokens({"flaky": "exit 1"}))
+    run_pilot(pilot_env, "--max-attempts", "1", workdir=tmp_path)
+    assert len(db.get("flaky")["attempts"]) == 1
+    assert state_of(db, "flaky") is TokenState.ERROR
+
+
+def test_logs_are_capped_keeping_the_tail(db, pilot_env, tmp_path):
+    add(db, tokens({"big": "seq 1 200000"}))
+    run_pilot(pilot_env, "--log-cap", "4096", workdir=tmp_path)
+    log = db.get_attachment("big", "attempt-1.stdout")
+    assert log.endswith(b"199999\n200000\n")
+    assert log.startswith(b"[picas: the first ") and len(log) < 4096 + 200
+    assert db.get("big")["attempts"][0]["stdout_truncated_bytes"] > 1_000_000
+
+
+def test_bad_tokens_are_recorded_and_the_pilot_goes_on(db, pilot_env, tmp_path):
+    add(db, tokens({"missing-exe": ["/no/such/program"], "shell-127": "no-such-program-xyz",
+                    "binary": "printf '\\377\\376 not utf8'", "fine": "true"}))
+    add(db, [{**tokens({"x": None})[0], "_id": "no-command"}])
+    report = run_pilot(pilot_env, workdir=tmp_path)
+    assert report["stopped_because"] == "no-work"
+    assert state_of(db, "fine") is TokenState.DONE
+    no_command = db.get("no-command")
+    assert state.classify(no_command) is TokenState.ERROR
+    assert "no 'command'" in no_command["attempts"][0]["error"]
+    assert "no 'command'" in no_command["error"][-1]["message"]
+    for token_id in ("missing-exe", "shell-127"):
+        token = db.get(token_id)
+        assert token["exit_code"] == 127, token_id
+    assert b"/no/such/program" in db.get_attachment("missing-exe", "attempt-1.stderr")
+    binary = db.get("binary")
+    assert binary["attempts"][0]["stdout_not_utf8"] is True
+    assert db.get_attachment("binary", "attempt-1.stdout").startswith(b"\xff\xfe")
+
+
+def test_background_children_do_not_hold_the_pilot(db, pilot_env, tmp_path):
+    marker = tmp_path / "child-pid"
+    add(db, tokens({"bg": f"sleep 300 & echo $! > {marker}; echo started"}))
+    started = time.monotonic()
+    run_pilot(pilot_env, workdir=tmp_path / "w", timeout=60)
+    assert time.monotonic() - started < 60
+    assert state_of(db, "bg") is TokenState.DONE
+    child = int(marker.read_text())
+    wait_for(lambda: not _alive(child), timeout=10)
+
+
+def test_a_timeout_kills_the_whole_process_tree(db, pilot_env, tmp_path):
+    marker = tmp_path / "grandchild"
+    add(db, tokens({"slow": f"sh -c 'sleep 60 & echo $! > {marker}; wait' ; echo never"}))
+    run_pilot(pilot_env, "--max-token-time", "1", "--grace", "1", workdir=tmp_path / "w")
+    token = db.get("slow")
+    assert [a["outcome"] for a in token["attempts"]][0] == "timed_out"
+    assert token["attempts"][0]["exit_code"] < 0  # killed by a signal
+    grandchild = int(marker.read_text())
+    wait_for(lambda: not _alive(grandchild), timeout=10)
+
+
+def test_sigterm_puts_the_token_back_in_todo_within_two_seconds(db, pilot_env, tmp_path):
+    add(db, tokens({"long": "sleep 60"}))
+    proc = start_pilot(pilot_env, workdir=tmp_path)
+    wait_for(lambda: state_of(db, "long") is TokenState.LOCKED)
+    time.sleep(0.5)  # let the command start
+    sent = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    wait_for(lambda: state_of(db, "long") is TokenState.TODO, timeout=2.0, interval=0.05)
+    back_after = time.monotonic() - sent
+    report = finish(proc, timeout=10)
+    assert back_after <= 2.0
+    assert report["stopped_because"] == "signal"
+    token = db.get("long")
+    assert [a["outcome"] for a in token["attempts"]] == ["interrupted"]
+    # an interruption does not use up the application's retries
+    assert state.application_failures(token) == 0
+
+
+def test_sigkill_mid_token_the_lease_expires_and_it_runs_exactly_once_more(db, pilot_env, tmp_path):
+    side = tmp_path / "side"
+    side.mkdir()
+    add(db, tokens({"victim": f"echo $PICAS_TOKEN_ID >> {side}/$$; sleep 4"}))
+    first = start_pilot(pilot_env, "--lease", "2", workdir=tmp_path / "a")
+    wait_for(lambda: executions(side).get("victim") == 1)
+    kill_group(first, signal.SIGKILL)  # pilot and task die together, as on a lost node
+    first.wait()
+    assert state_of(db, "victim") is TokenState.LOCKED
+    second = start_pilot(pilot_env, "--lease", "2", "--endless", "--max-time", "12",
+                         workdir=tmp_path / "b")
+    report = finish(second, timeout=60)
+    assert executions(side) == {"victim": 2}
+    token = db.get("victim")
+    assert [a["outcome"] for a in token["attempts"]] == ["lease_lost", "succeeded"]
+    assert state.classify(token) is TokenState.DONE
+    assert report["recovered"] == 1
+    assert states(db) == {"done": 1}
+
+
+def test_a_late_finisher_does_not_overwrite_the_newer_attempt(db, pilot_env, tmp_path):
+    add(db, tokens({"t": "sleep 3; echo from $PICAS_PILOT_MARK"}))
+    slow = start_pilot({**pilot_env, "PICAS_PILOT_MARK": "slow"}, "--lease", "2",
+                       workdir=tmp_path / "a")
+    wait_for(lambda: state_of(db, "t") is TokenState.LOCKED)
+    time.sleep(0.3)
+    os.kill(slow.pid, signal.SIGSTOP)  # no heartbeats: the lease runs out
+    try:
+        fast = start_pilot({**pilot_env, "PICAS_PILOT_MARK": "fast"}, "--lease", "30",
+                           "--endless", "--max-time", "8", workdir=tmp_path / "b")
+        wait_for(lambda: state_of(db, "t") is TokenState.DONE, timeout=30)
+    finally:
+        os.kill(slow.pid, signal.SIGCONT)
+    slow_report = finish(slow, timeout=30)
+    finish(fast, timeout=30)
+    token = db.get("t")
+    assert state.classify(token) is TokenState.DONE
+    counted = [(a["outcome"], a.get("late", False)) for a in token["attempts"]]
+    assert counted[:2] == [("lease_lost", False), ("succeeded", False)]
+    assert counted[2][1] is True and slow_report["late"] == 1
+    newest = token["attempts"][1]["logs"]
+    assert db.get_attachment("t", [n for n in newest if n.endswith("stdout")][0]) == b"from fast\n"
+
+
+def test_cancel_reaches_a_running_token_at_its_next_heartbeat(db, pilot_env, tmp_path):
+    add(db, tokens({"t": "sleep 60"}))
+    proc = start_pilot(pilot_env, "--lease", "3", workdir=tmp_path)
+    wait_for(lambda: state_of(db, "t") is TokenState.LOCKED)
+    for _ in range(5):
+        try:
+            db.put(state.cancel(db.get("t")))
+            break
+        except Exception:  # a heartbeat got in first: read again
+            continue
+    report = finish(proc, timeout=30)
+    token = db.get("t")
+    assert state.classify(token) is TokenState.CANCELLED
+    assert [a["outcome"] for a in token["attempts"]] == ["cancelled"]
+    assert report["outcomes"] == {"cancelled": 1}
+
+
+def test_eight_pilots_drain_a_thousand_tokens_each_exactly_once(db, pilot_env, tmp_path):
+    side = tmp_path / "side"
+    side.mkdir()
+    add(db, tokens({f"t{i:04d}": f'echo "$PICAS_TOKEN_ID" >> {side}/$PPID' for i in range(1000)}))
+    procs = [start_pilot(pilot_env, workdir=tmp_path / f"w{i}") for i in range(8)]
+    reports = [finish(p, timeout=300) for p in procs]
+    counts = executions(side)
+    assert len(counts) == 1000
+    assert [t for t, n in counts.items() if n != 1] == []
+    assert sum(r["started"] for r in reports) == 1000
+    assert states(db) == {"done": 1000}
+
+
+def test_walltime_stops_claiming_and_only_fitting_tokens_are_taken(db, pilot_env, tmp_path):
+    add(db, tokens({"short": "true"}, expected_runtime=1))
+    add(db, tokens({"long": "true"}, expected_runtime=3600))
+    end = time.time() + 120
+    report = run_pilot(pilot_env, "--end-time", str(end), "--margin", "60", workdir=tmp_path)
+    assert state_of(db, "short") is TokenState.DONE
+    assert state_of(db, "long") is TokenState.TODO
+    assert report["started"] == 1
+    report = run_pilot(pilot_env, "--end-time", str(time.time() + 30), "--margin", "60",
+                       workdir=tmp_path)
+    assert report["stopped_because"] == "walltime" and report["started"] == 0
+
+
+def test_prefetched_tokens_are_released_when_the_pilot_stops(db, pilot_env, tmp_path):
+    add(db, tokens({f"t{i}": "true" for i in range(40)}))
+    report = run_pilot(pilot_env, "--batch", "10", "--max-tasks", "3", workdir=tmp_path)
+    assert report["started"] == 3
+    assert states(db) == {"done": 3, "todo": 37}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_sleepers():
+    yield
+    subprocess.run(["pkill", "-f", "sleep 60$"], check=False)
