@@ -14,11 +14,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import claim, designdocs, errors, lease, results, runner, shutdown, state
+from . import claim, designdocs, errors, lease, pool, results, runner, shutdown, state
 from .database import Database
 from .state import Holder, Outcome, TokenState
 
 log = logging.getLogger(__name__)
+
+#: Seconds between checks whether the pool has started using priorities.
+PRIORITY_CHECK = 10.0
 
 @dataclass(frozen=True)
 class PilotOptions:
@@ -88,8 +91,9 @@ class Pilot:
         self.queue: deque[str] = deque()
         self.report = PilotReport(pilot_id=self.holder.pilot_id)
         self.started_at = time.monotonic()
-        self.source: claim.Source = claim.ChangesSource() if options.view is None \
-            else claim.ViewSource(options.design_doc, options.view)
+        self.changes = claim.ChangesSource()
+        self._priorities_checked: float | None = None
+        self._priorities = False
 
     # -- stop conditions ------------------------------------------------------
     def _stop_reason(self) -> str | None:
@@ -151,16 +155,28 @@ class Pilot:
         if self.options.max_tasks is not None:
             limit = min(limit, self.options.max_tasks - self.report.started)
         accept = self._fits if self.options.end_time is not None else None
+        source = self._source()
         got = claim.claim(self.db, self.holder, limit=limit, lease_seconds=self.options.lease,
-                          source=self.source, accept=accept)
+                          source=source, accept=accept)
         self.report.claimed += len(got.tokens)
         self.report.conflicts += got.conflicts
         self.report.recovered += got.recovered
-        if not got.tokens and isinstance(self.source, claim.ViewSource) and self._recover():
+        if not got.tokens and isinstance(source, claim.ViewSource) and self._recover():
             return self._fill()
         self.keeper.hold(got.tokens)
         self.queue.extend(token["_id"] for token in got.tokens)
         return bool(got.tokens)
+
+    def _source(self) -> claim.Source:
+        """The view asked for; else the changes feed, or the priority view once
+        the pool uses priorities (checked now and then)."""
+        if self.options.view is not None:
+            return claim.ViewSource(self.options.design_doc, self.options.view)
+        now = time.monotonic()
+        if self._priorities_checked is None or now - self._priorities_checked > PRIORITY_CHECK:
+            self._priorities = pool.uses_priorities(self.db)
+            self._priorities_checked = now
+        return claim.ViewSource() if self._priorities else self.changes
 
     def _recover(self) -> int:
         """With a view as source, expired leases are found through their own view."""

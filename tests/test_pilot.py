@@ -242,3 +242,15 @@ def _alive(pid: int) -> bool:
 def _no_stray_sleepers():
     yield
     subprocess.run(["pkill", "-f", "sleep 60$"], check=False)
+
+
+def test_once_the_pool_uses_priorities_the_highest_runs_first(db, pilot_env, tmp_path):
+    from picas import pool
+    order = tmp_path / "order"
+    add(db, tokens({f"low{i}": f"echo low{i} >> {order}" for i in range(5)}))
+    add(db, tokens({"urgent": f"echo urgent >> {order}"}, priority=10))
+    assert pool.enable_priorities(db) is True
+    assert pool.enable_priorities(db) is False
+    run_pilot(pilot_env, "--batch", "1", workdir=tmp_path / "w")
+    assert order.read_text().split()[0] == "urgent"
+    assert states(db) == {"done": 6}

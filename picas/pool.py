@@ -1,0 +1,38 @@
+"""Settings of the token pool itself, kept in one document of the database.
+
+Pilots claim from the changes feed by default, which needs no view index
+and so is fast, but takes tokens in the order they were added. Once any
+token has a priority, the pool says so here, and pilots switch to the
+``Pilot/todo_by_priority`` view, which gives the highest priority first.
+"""
+from __future__ import annotations
+
+from . import errors
+from .database import Database
+
+POOL_ID = "picas.pool"
+
+
+def uses_priorities(db: Database) -> bool:
+    try:
+        return bool(db.get(POOL_ID).get("priorities"))
+    except errors.DocumentNotFound:
+        return False
+
+
+def enable_priorities(db: Database) -> bool:
+    """Mark the pool as using priorities; False if it already was."""
+    for _ in range(5):
+        try:
+            doc = db.get(POOL_ID)
+        except errors.DocumentNotFound:
+            doc = {"_id": POOL_ID, "type": "pool"}
+        if doc.get("priorities"):
+            return False
+        doc["priorities"] = True
+        try:
+            db.put(doc)
+            return True
+        except errors.Conflict:
+            continue
+    raise errors.Conflict(f"{POOL_ID} kept changing: try again")
