@@ -156,6 +156,8 @@ class CouchDB:
     def save_documents(self, docs: list[Document]) -> list[bool]:
         """Write many documents in one request; True where the write succeeded."""
         values = [d.value if isinstance(d, Document) else d for d in docs]
+        for value in values:
+            value.setdefault("_id", uuid.uuid4().hex)
         return ["error" not in result for result in self._db.bulk_docs(values)]
 
     def add_view(self, view: str, map_fun: str, reduce_fun: str | None = None,

@@ -108,21 +108,30 @@ class Database:
         return result["rev"]
 
     def bulk_docs(self, docs: list[dict]) -> list[dict]:
-        """Write many documents in one request; one result dict per doc.
+        """Write many documents in one request; one result dict per doc, in order.
 
         Conflicts are reported per document (``"error": "conflict"``), not
         raised. Successful writes get their new ``_rev`` set in place.
+        Results are matched to documents by id: pouchdb-server does not
+        always answer in the order of the request.
         """
         if not docs:
             return []
+        ids = [doc.get("_id") for doc in docs]
+        if None in ids or len(set(ids)) != len(ids):
+            raise errors.InvalidToken("bulk writes need documents with distinct _ids")
         try:
-            results = self._request("POST", "_bulk_docs", json={"docs": docs})
+            answer = self._request("POST", "_bulk_docs", json={"docs": docs})
         except errors.NotFound:
             raise self._missing() from None
-        for doc, result in zip(docs, results):
+        by_id = {result.get("id"): result for result in answer}
+        results = []
+        for doc in docs:
+            result = by_id.get(doc["_id"]) or {
+                "id": doc["_id"], "error": "unknown", "reason": "no result from the server"}
             if "rev" in result and "error" not in result:
                 doc["_rev"] = result["rev"]
-                doc.setdefault("_id", result["id"])
+            results.append(result)
         return results
 
     def all_docs(self, **params: Any) -> dict:

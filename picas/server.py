@@ -203,6 +203,12 @@ def stop_supervised(data_dir: Path, timeout: float = 20.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
+            # Reap it if this process started it: a zombie still answers kill(0).
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                break
+        except ChildProcessError:
+            pass
+        try:
             os.kill(pid, 0)
         except ProcessLookupError:
             break

@@ -57,6 +57,19 @@ is_alive() {
 
 record_pid() { echo "$2" >"$PID_DIR/$1.pid"; }
 
+await_exec() {
+    # Wait until the launcher (setpriv, setsid) recorded for $1 has exec'd
+    # the daemon itself; until then is_alive would see the launcher's name.
+    local pid i
+    pid="$(pid_of "$1")"
+    for ((i = 0; i < 50; i++)); do
+        is_alive "$1" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 forget_pid() { rm -f "$PID_DIR/$1.pid"; }
 
 stop_daemon() {
@@ -157,6 +170,7 @@ ensure_munge() {
     setpriv --reuid=munge --regid=munge --init-groups -- \
         munged --foreground --force >>"$STATE_DIR/munged.out" 2>&1 </dev/null &
     record_pid munged $!
+    await_exec munged || true
     local i
     for ((i = 0; i < 50; i++)); do
         munge_works && return 0
@@ -230,7 +244,9 @@ SlurmdTimeout=30
 UnkillableStepTimeout=30
 
 NodeName=$NODE$node_addr CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+# FORCE:4 lets up to 4 jobs share each CPU, so that tests can run several
+# pilots at once on a 2-core machine (pilots mostly wait on the network).
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
     if [[ -f "$CONF" ]] && cmp -s "$tmp" "$CONF"; then
         rm -f "$tmp"
@@ -253,6 +269,7 @@ start_slurm_daemon() {
     # so setsid execs the daemon in place and $! is the daemon itself.
     setsid "$name" -D -f "$CONF" >>"$STATE_DIR/$name.out" 2>&1 </dev/null &
     record_pid "$name" $!
+    await_exec "$name" || true
 }
 
 node_state() { sinfo -h -n "$NODE" -o '%T' 2>/dev/null | head -n 1; }

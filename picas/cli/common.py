@@ -79,8 +79,14 @@ def echo_json(value: Any) -> None:
 
 def confirm(question: str, yes: bool) -> None:
     """Ask before a destructive change; ``--yes`` answers for scripts."""
-    if not yes:
+    if yes:
+        return
+    try:
         click.confirm(question, abort=True, err=True)
+    except click.Abort:
+        click.echo(err=True)
+        raise CliError("not confirmed, so nothing was changed (--yes answers for "
+                       "scripts)") from None
 
 
 def duration(seconds: float | None) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -9,13 +10,13 @@ from .. import config, errors
 from .common import App, pass_app
 
 
-def _password(app: App, settings: config.Settings, from_stdin: bool) -> str | None:
+def _password(settings: config.Settings, from_stdin: bool) -> str | None:
     """The password to store: stdin, PICAS_PASSWORD, or a hidden prompt.
 
     Never a command-line argument, which other users could read in ``ps``.
     """
     if from_stdin:
-        line = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        line = sys.stdin.readline().rstrip("\r\n")
         if not line:
             raise click.UsageError("--password-stdin: no password on stdin")
         return line
@@ -60,7 +61,7 @@ def init(app: App, password_stdin: bool, max_attempts: int | None, lease: float 
     current = config.resolve(app.config_path, app.profile,
                              {k: v for k, v in flags.items() if v is not None},
                              require_profile=False)
-    password = _password(app, current, password_stdin)
+    password = _password(current, password_stdin)
     fields = {"url": current.url, "database": current.database,
               "username": current.username, "password": password}
     fields.update({k: v for k, v in (("max_attempts", max_attempts), ("lease", lease),

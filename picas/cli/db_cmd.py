@@ -10,7 +10,12 @@ from .common import App, echo_json, pass_app
 
 @click.group("db")
 def db_group() -> None:
-    """Create the database."""
+    """Create the database.
+
+    \b
+    Example:
+      picas -u admin db create --member alice
+    """
 
 
 def _merge(security: dict, section: str, key: str, values: tuple[str, ...]) -> None:
@@ -91,7 +96,12 @@ def create(app: App, members: tuple[str, ...], admins: tuple[str, ...],
 
 @click.group("views")
 def views_group() -> None:
-    """Push the design documents (the Monitor and Pilot views)."""
+    """Push the design documents (the Monitor and Pilot views).
+
+    \b
+    Example:
+      picas views push
+    """
 
 
 @views_group.command("push")

@@ -48,6 +48,12 @@ def server_group() -> None:
 
     A development and test server, not a production one: use Apache
     CouchDB for real work.
+
+    \b
+    Examples:
+      picas server start
+      picas server status
+      picas server stop
     """
 
 

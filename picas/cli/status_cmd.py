@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import click
@@ -46,7 +47,7 @@ def render(summary: dict, with_bar: bool = False) -> str:
         lines.append("errors by exit code:")
         for code, count in sorted(summary["errors_by_exit_code"].items(),
                                   key=lambda item: -item[1]):
-            lines.append(f"  {code:<10} {count:>8}")
+            lines.append(f"  {code or '(none)':<10} {count:>8}")
     return "\n".join(lines)
 
 
@@ -80,7 +81,7 @@ def status_command(app: App, as_json: bool, watch: bool, interval: float, until_
         else:
             click.echo(render(summary))
         return
-    tty = not as_json and click.get_text_stream("stdout").isatty()
+    tty = not as_json and sys.stdout.isatty()
     first = True
     try:
         while True:

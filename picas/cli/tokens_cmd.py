@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,7 +20,14 @@ PROGRESS_FROM = 1000
 
 @click.group("tokens")
 def tokens_group() -> None:
-    """Add, list, inspect and change tokens."""
+    """Add, list, inspect and change tokens.
+
+    \b
+    Examples:
+      picas tokens add jobs.jsonl
+      picas tokens list --view error
+      picas tokens reset --view error --yes
+    """
 
 
 # -- add -------------------------------------------------------------------------
@@ -79,6 +87,9 @@ class _Signals:
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Tries before a token "
               "goes to error.")
 @click.option("--tag", "tag_names", multiple=True, metavar="TAG", help="Tag (repeatable).")
+@click.option("--no-command", is_flag=True,
+              help="Allow tokens without a command, for your own pilot script (RunActor) "
+                   "that reads their input.")
 @click.option("--batch", type=click.IntRange(1, 10000), default=tokens.DEFAULT_BATCH,
               show_default=True, help="Tokens per bulk request.")
 @click.option("--dry-run", is_flag=True, help="Check the input and show the tokens; add nothing.")
@@ -87,7 +98,8 @@ class _Signals:
 def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Path | None,
         pattern: str | None, watch: bool, interval: float, max_time: float | None,
         template: str | None, priority: float | None, max_attempts: int | None,
-        tag_names: tuple[str, ...], batch: int, dry_run: bool, as_json: bool) -> None:
+        tag_names: tuple[str, ...], no_command: bool, batch: int, dry_run: bool,
+        as_json: bool) -> None:
     """Add tokens from files, a parameter grid, or the files in a directory.
 
     FILE can be JSON (an array), JSONL, YAML (a list) or CSV (with a header
@@ -113,8 +125,10 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
         raise click.UsageError("--watch and --glob need --from-dir")
     if watch and dry_run:
         raise click.UsageError("--watch cannot be a --dry-run")
+    if no_command and template:
+        raise click.UsageError("--no-command and --command contradict each other")
     how = tokens.Shape(command=template, priority=priority, max_attempts=max_attempts,
-                       tags=tuple(tag_names))
+                       tags=tuple(tag_names), require_command=not no_command)
     if watch:
         _watch(app, files, from_dir, pattern or "*", how, interval, max_time, batch, as_json)
         return
@@ -148,7 +162,7 @@ def _add_with_progress(db: Database, new: list[dict], batch: int) -> tokens.AddR
     if len(new) < PROGRESS_FROM:
         return tokens.add(db, new, batch)
     with click.progressbar(length=len(new), label="adding tokens",
-                           file=click.get_text_stream("stderr")) as bar:
+                           file=sys.stderr) as bar:
         return tokens.add(db, new, batch, progress=bar.update)
 
 
@@ -206,7 +220,8 @@ def _iter_tokens(db: Database, view: str | None, tag: str | None,
     elif view is not None:
         rows = db.iter_view(designdocs.MONITOR, view, include_docs=True, limit=limit)
     else:
-        rows = (row for row in db.iter_all_docs(include_docs=True)
+        page = min(limit, 1000) if limit else 1000
+        rows = (row for row in db.iter_all_docs(page=page, include_docs=True)
                 if row.get("doc") and state.is_token(row["doc"]))
     for count, row in enumerate(rows):
         if limit is not None and count >= limit:
@@ -336,7 +351,7 @@ def logs(app: App, token_id: str, attempt: int | None, stream: str, name: str | 
     elif name not in doc.get("_attachments", {}):
         raise errors.NotFound(f"token '{token_id}' has no attachment '{name}'"
                               + _attachment_hint(doc))
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     out.write(db.get_attachment(token_id, name))
     out.flush()
 
@@ -370,7 +385,7 @@ def _log_name(doc: dict, attempt: int | None, stream: str) -> str:
 # -- changing ----------------------------------------------------------------------
 
 def _operation(name: str, done: str, asks: bool, doc: str,
-               explain: Callable[[operations.Report], str | None] | None = None
+               describe: Callable[[operations.Report], str] | None = None
                ) -> click.Command:
     """A command applying one :mod:`picas.operations` transition to selected tokens."""
 
@@ -400,13 +415,10 @@ def _operation(name: str, done: str, asks: bool, doc: str,
         if as_json:
             echo_json(report.as_dict())
         else:
-            text = f"{done} {plural(report.changed, 'token')}"
+            text = describe(report) if describe else f"{done} {plural(report.changed, 'token')}"
             if report.skipped:
                 text += f" ({report.skipped} skipped: not in a state to {name})"
             click.echo(text)
-            note = explain(report) if explain else None
-            if note:
-                click.echo(note)
         if report.conflicts or report.failed:
             problems = [f"{i}: {r}" for i, r in report.failed[:5]]
             if report.conflicts:
@@ -417,12 +429,14 @@ def _operation(name: str, done: str, asks: bool, doc: str,
     return command
 
 
-def _cancel_note(report: operations.Report) -> str | None:
+def _cancel_summary(report: operations.Report) -> str:
+    """Running tokens are only asked to stop: say so apart."""
+    text = f"cancelled {plural(report.states.get(state.TokenState.CANCELLED.value, 0), 'token')}"
     running = report.states.get(state.TokenState.LOCKED.value, 0)
     if running:
-        return (f"{plural(running, 'running token')} will be stopped by "
-                f"{'its pilot' if running == 1 else 'their pilots'} at the next heartbeat")
-    return None
+        text += (f"; {plural(running, 'running token')} will be stopped by "
+                 f"{'its pilot' if running == 1 else 'their pilots'} at the next heartbeat")
+    return text
 
 
 reset = _operation("reset", "reset", True, """Put tokens back to todo (locked, error, done,
@@ -467,7 +481,7 @@ running ones at their pilot's next heartbeat (the task is killed).
 Examples:
   picas tokens cancel --tag wrong-input
   picas tokens cancel --view todo --view locked --yes
-""", _cancel_note)
+""", _cancel_summary)
 
 for _command in (reset, delete, hold, release, cancel):
     tokens_group.add_command(_command)

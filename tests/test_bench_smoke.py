@@ -1,0 +1,71 @@
+"""The benchmark keeps working: a tiny run, end to end, checked for shape and duplicates.
+
+It starts its own server and installs upstream PiCaS into a venv of its own
+the first time, so it runs only under CI=true or with PICAS_BENCH_SMOKE=1.
+Timings are reported, never asserted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from picas import errors, server
+from support import IN_CI, missing
+
+ROOT = Path(__file__).resolve().parent.parent
+PER_PILOT_COUNT = ("tokens_per_s", "ratio_vs_upstream", "requests_per_token", "duplicates",
+                   "server_limit_tokens_per_s")
+IMPLEMENTATIONS = ("ours_pilot", "ours_actor", "upstream")
+
+pytestmark = pytest.mark.skipif(
+    not (IN_CI or os.environ.get("PICAS_BENCH_SMOKE") == "1"),
+    reason="the benchmark smoke run needs CI=true or PICAS_BENCH_SMOKE=1")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    try:
+        server.executable()
+    except errors.ConfigError as exc:
+        missing(f"pouchdb-server ({exc})")
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    done = subprocess.run([str(ROOT / "bench" / "run"), "--n", "50", "--pilots", "1,2",
+                           "--reps", "1", "--scale", "0", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_every_pilot_count_reports_the_figures_the_issue_names(results: dict) -> None:
+    assert sorted(results["pilots"]) == ["1", "2"]
+    for row in results["pilots"].values():
+        assert set(PER_PILOT_COUNT) <= set(row)
+        assert set(row["tokens_per_s"]) == set(IMPLEMENTATIONS)
+        assert set(row["ratio_vs_upstream"]) == {"ours_pilot", "ours_actor"}
+        assert row["server_limit_tokens_per_s"] > 0
+
+
+def test_our_pilots_drain_every_token_exactly_once(results: dict) -> None:
+    ours = [run for run in results["runs"] if run["implementation"] != "upstream"]
+    assert len(ours) == 4
+    for run in ours:
+        assert run["drained"], run
+        assert run["duplicates"] == 0, run
+        assert run["never_run"] == 0, run
+        assert run["executions"] == run["n"], run
+    for row in results["pilots"].values():
+        assert row["duplicates"]["ours_pilot"] == 0
+        assert row["duplicates"]["ours_actor"] == 0
+
+
+def test_upstream_really_ran(results: dict) -> None:
+    """Upstream may run a token twice (that is measured), but it must drain the database."""
+    upstream = [run for run in results["runs"] if run["implementation"] == "upstream"]
+    assert len(upstream) == 2
+    for run in upstream:
+        assert run["drained"], run
+        assert run["never_run"] == 0, run

@@ -1,0 +1,153 @@
+"""`picas status` (once, as JSON, and watching) and `picas server start|stop|status`."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+import requests
+from click.testing import CliRunner, Result
+
+from picas import errors, server, state, status, tokens
+from picas.cli import cli
+from picas.server import free_port
+from picas.state import Holder, Outcome
+from picas.tokens import Record, Shape
+
+from support import missing
+
+
+@pytest.fixture
+def env(couch, db, tmp_path) -> dict:
+    return {"PICAS_URL": couch.url, "PICAS_DATABASE": db.name,
+            "PICAS_USERNAME": couch.username, "PICAS_PASSWORD": couch.password,
+            "PICAS_CONFIG": str(tmp_path / "conf.yml"), "PICAS_PROFILE": None}
+
+
+def picas(env: dict, *args: str, **extra: str | None) -> Result:
+    return CliRunner().invoke(cli, list(args), env={**env, **extra})
+
+
+def add(db, n: int) -> list[dict]:
+    new = tokens.build([Record({"_id": f"t{i}", "command": "true"}, "r") for i in range(n)],
+                       Shape())
+    tokens.add(db, new)
+    return [db.get(t["_id"]) for t in new]
+
+
+def succeed(db, doc: dict) -> None:
+    locked = state.lock(doc, Holder("p", "h"), 60)
+    db.put(locked)
+    db.put(state.finish(locked, state.new_attempt(locked, Outcome.SUCCEEDED, exit_code=0)))
+
+
+def test_status_shows_states_running_errors_and_rate(db, env):
+    docs = add(db, 4)
+    succeed(db, docs[0])
+    db.put(state.lock(docs[1], Holder("pilot-x", "node-9"), 300))
+    locked = state.lock(docs[2], Holder("p", "h"), 60)
+    db.put(locked)
+    db.put(state.finish(locked, state.new_attempt(locked, Outcome.FAILED, exit_code=127),
+                        default_max_attempts=1))
+    result = picas(env, "status")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"database '{db.name}' at {env['PICAS_URL']}"
+    assert [line.split() for line in lines[1:8]] == [
+        ["todo", "1"], ["locked", "1"], ["done", "1"], ["error", "1"], ["held", "0"],
+        ["cancelled", "0"], ["total", "4"]]
+    assert "tokens/min, ETA" in result.stdout
+    running = next(line for line in lines if line.strip().startswith("t1"))
+    assert "node-9" in running and "pilot-x" in running
+    assert lines[-2:] == ["errors by exit code:", "  127               1"]
+
+
+def test_status_json_for_scripts(db, env):
+    add(db, 2)
+    result = picas(env, "status", "--json")
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in ("todo", "locked", "done", "error")} == \
+        {"todo": 2, "locked": 0, "done": 0, "error": 0}
+    assert all(isinstance(summary[k], int) for k in ("todo", "locked", "done", "error"))
+
+
+def test_watch_refreshes_until_done(db, env, monkeypatch):
+    docs = add(db, 2)
+    refreshed = threading.Event()
+    real_summary = status.summary
+
+    def summary(*args, **kwargs):
+        result = real_summary(*args, **kwargs)
+        refreshed.set()
+        return result
+
+    monkeypatch.setattr(status, "summary", summary)
+    finisher = threading.Thread(target=lambda: refreshed.wait(30) and
+                                [succeed(db, d) for d in docs])
+    finisher.start()
+    result = picas(env, "status", "--watch", "--interval", "0.1", "--until-done", "--json")
+    finisher.join(30)
+    assert result.exit_code == 0, result.output
+    refreshes = [json.loads(line) for line in result.stdout.splitlines()]
+    assert refreshes[0]["todo"] == 2
+    assert (refreshes[-1]["done"], refreshes[-1]["todo"]) == (2, 0)
+
+
+def test_watch_text_has_a_progress_bar(db, env):
+    succeed(db, add(db, 1)[0])
+    result = picas(env, "status", "--watch", "--until-done", "--interval", "0.1")
+    assert result.exit_code == 0, result.output
+    assert "[########################################] 100.0%  1/1 finished" in result.stdout
+
+
+def test_status_errors_are_one_line(env):
+    url = f"http://127.0.0.1:{free_port()}"
+    down = picas(env, "status", "--watch", PICAS_URL=url)
+    assert down.exit_code == 1 and down.stderr.startswith(f"error: cannot reach CouchDB at {url}")
+    wrong = picas(env, "status", PICAS_PASSWORD="wrong")
+    assert wrong.exit_code == 1 and "check the username and password" in wrong.stderr
+
+
+# -- the local server --------------------------------------------------------------
+
+def test_server_start_status_stop(tmp_path):
+    try:
+        server.executable()
+    except errors.ConfigError as exc:
+        missing(f"pouchdb-server ({exc})")
+    port = free_port()
+    data = tmp_path / "couch-data"
+    env = {"PICAS_URL": f"http://127.0.0.1:{port}", "PICAS_USERNAME": "admin",
+           "PICAS_PASSWORD": "s3cret", "PICAS_CONFIG": str(tmp_path / "conf.yml"),
+           "PICAS_SERVER_DATA": str(data), "PICAS_DATABASE": None, "PICAS_PROFILE": None}
+    try:
+        started = picas(env, "server", "start")
+        assert started.exit_code == 0, started.output
+        assert f"server started at http://127.0.0.1:{port}" in started.stdout
+        assert f"Fauxton: http://127.0.0.1:{port}/_utils" in started.stdout
+        session = requests.get(f"http://127.0.0.1:{port}/_session",
+                               auth=("admin", "s3cret"), timeout=10).json()
+        assert "_admin" in session["userCtx"]["roles"]
+        again = picas(env, "server", "start")
+        assert "server already running" in again.stdout
+        status = picas(env, "server", "status", "--json")
+        assert json.loads(status.stdout)["running"] is True
+        assert picas(env, "db", "create").exit_code == 0
+    finally:
+        stopped = picas(env, "server", "stop")
+        server.stop_supervised(data)
+    assert "stopped the server" in stopped.stdout
+    after = picas(env, "server", "status")
+    assert after.exit_code == 3 and "not running" in after.stdout
+
+
+def test_server_start_refuses_a_busy_port(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = picas({"PICAS_CONFIG": str(tmp_path / "conf.yml"), "PICAS_URL": None,
+                        "PICAS_USERNAME": None, "PICAS_PASSWORD": None},
+                       "server", "start", "--port", str(port), "--data-dir", str(tmp_path / "d"))
+    assert result.exit_code == 1 and f"port {port} is in use" in result.stderr

@@ -1,0 +1,255 @@
+"""Pilots on a real Slurm: submit, scancel, walltime and the autopilot.
+
+These tests need a running Slurm cluster (``scripts/slurm-cluster.sh
+start``, which ``scripts/test.sh`` does, and ``SLURM_CONF`` exported).
+Jobs reach the database with what ``picas pilots submit`` gives them: a
+0600 environment file (the password is in the test's environment, as
+``PICAS_PASSWORD``), never the command line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON
+from picas import slurm, tokens
+from picas.database import Database
+from picas.state import TokenState, classify
+from picas.tokens import Record, Shape
+from support import missing
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    if shutil.which("sbatch") is None:
+        missing("slurm (no sbatch on PATH)")
+    if not os.environ.get("SLURM_CONF"):
+        missing("slurm (SLURM_CONF is not set: scripts/slurm-cluster.sh start, then "
+                'eval "$(scripts/slurm-cluster.sh env)")')
+    if subprocess.run(["squeue", "-h"], capture_output=True, timeout=30).returncode != 0:
+        missing("slurm (the controller does not answer squeue)")
+
+
+@pytest.fixture
+def env(cluster: None, pilot_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The submitting user's environment: the password in PICAS_PASSWORD, no config file."""
+    (tmp_path / "tmp").mkdir()
+    return {**pilot_env, "PICAS_CONFIG": str(tmp_path / "config" / "conf.yml"),
+            # each test's pilots get their own work and spool folders
+            "TMPDIR": str(tmp_path / "tmp")}
+
+
+@pytest.fixture
+def jobs() -> list[str]:
+    """Job ids a test submitted: cancelled afterwards, whatever happened."""
+    submitted: list[str] = []
+    yield submitted
+    if submitted:
+        subprocess.run(["scancel", *submitted], capture_output=True, timeout=30)
+        wait_gone(submitted, timeout=30, check=False)
+
+
+def picas(env: dict[str, str], cwd: Path, *args: str) -> str:
+    done = subprocess.run([PYTHON, "-m", "picas", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"picas {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def submit(env: dict[str, str], tmp_path: Path, jobs: list[str], *args: str,
+           hold: bool = False) -> dict:
+    answer = json.loads(picas(env, tmp_path, "pilots", "submit", "--json", *args, "--",
+                              f"--output={tmp_path}/%x-%A_%a.out",
+                              *(["--hold"] if hold else [])))
+    jobs.append(answer["job_id"])
+    return answer
+
+
+def queued(job_ids: list[str]) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i"],
+                         capture_output=True, text=True, timeout=30).stdout
+    return out.split()
+
+
+def wait_gone(job_ids: list[str], timeout: float, check: bool = True) -> None:
+    deadline = time.monotonic() + timeout
+    while queued(job_ids):
+        if time.monotonic() > deadline:
+            assert not check, f"jobs {job_ids} still queued after {timeout} s: {queued(job_ids)}"
+            return
+        time.sleep(0.5)
+
+
+def add(db: Database, n: int, command: str, prefix: str = "t", **fields) -> list[str]:
+    new = tokens.build([Record({"_id": f"{prefix}{i:03d}", "command": command, **fields}, "t")
+                        for i in range(n)], Shape())
+    assert tokens.add(db, new).added == n
+    return [t["_id"] for t in new]
+
+
+def all_tokens(db: Database) -> dict[str, dict]:
+    rows = db.all_docs(include_docs=True)["rows"]
+    return {r["id"]: r["doc"] for r in rows if r["doc"].get("type") == "token"}
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def outputs(tmp_path: Path) -> str:
+    return "\n".join(p.read_text() for p in sorted(tmp_path.glob("*.out")))
+
+
+# -- submit ----------------------------------------------------------------------
+
+def test_the_password_stays_out_of_the_script_and_the_command_line(env, tmp_path, jobs, couch):
+    answer = submit(env, tmp_path, jobs, "-n", "2", "--time", "5:00", hold=True)
+    script = subprocess.run(["scontrol", "write", "batch_script", answer["job_id"], "-"],
+                            capture_output=True, text=True, timeout=30).stdout
+    dry = picas(env, tmp_path, "pilots", "submit", "-n", "2", "--time", "5:00", "--dry-run")
+    env_file = tmp_path / "config" / "env" / f"{answer['job_name']}.env"
+    assert "--array=0-1" in script and f". {env_file};" in script
+    assert script == dry
+    assert couch.password not in script
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o700
+    assert f"PICAS_PASSWORD={couch.password}" in env_file.read_text()
+    assert answer["pilots"] == [f"{answer['job_id']}_0", f"{answer['job_id']}_1"]
+
+
+def test_four_pilots_drain_200_tokens_each_run_once(env, db, tmp_path, jobs):
+    side = tmp_path / "side"
+    ids = add(db, 200, f"echo $PICAS_TOKEN_ID >> {side}")
+    answer = submit(env, tmp_path, jobs, "-n", "4", "--time", "5:00")
+    wait_gone([answer["job_id"]], timeout=120)
+    assert sorted(lines(side)) == ids, outputs(tmp_path)
+    found = all_tokens(db)
+    assert all(classify(doc) is TokenState.DONE for doc in found.values())
+    pilots = set(answer["pilots"])
+    for doc in found.values():
+        (attempt,) = doc["attempts"]
+        assert attempt["outcome"] == "succeeded"
+        assert attempt["job_id"] in pilots and doc["slurm_job_id"] == attempt["job_id"]
+    # Each of the four array tasks ran a pilot to the end of the work.
+    assert outputs(tmp_path).count("stopped: no-work") == 4, outputs(tmp_path)
+
+
+# -- scancel ---------------------------------------------------------------------
+
+def test_a_cancelled_pilot_hands_its_token_to_another(env, db, tmp_path, jobs):
+    started, side = tmp_path / "started", tmp_path / "side"
+    ids = add(db, 12, f"echo $PICAS_TOKEN_ID >> {started}; sleep 4; "
+                      f"echo $PICAS_TOKEN_ID >> {side}")
+    answer = submit(env, tmp_path, jobs, "-n", "4", "--time", "5:00")
+    deadline = time.monotonic() + 60
+    while not lines(started):
+        assert time.monotonic() < deadline, "no pilot started a token"
+        time.sleep(0.2)
+    victim = lines(started)[0]
+    pilot = db.get(victim)["lease"]["job_id"]
+    subprocess.run(["scancel", pilot], check=True, timeout=30)
+    wait_gone([answer["job_id"]], timeout=120)
+
+    found = all_tokens(db)
+    assert all(classify(doc) is TokenState.DONE for doc in found.values()), outputs(tmp_path)
+    assert len(found[victim]["attempts"]) == 2, (found[victim], outputs(tmp_path))
+    first, second = found[victim]["attempts"]
+    assert (first["outcome"], first["job_id"]) == ("interrupted", pilot)
+    assert second["outcome"] == "succeeded" and second["job_id"] != pilot
+    # Every token completed exactly once; only the victim started twice.
+    assert sorted(lines(side)) == ids
+    assert sorted(lines(started)) == sorted(ids + [victim])
+    assert "stopped: signal" in (tmp_path / f"{answer['job_name']}-{pilot}.out").read_text()
+
+
+# -- walltime --------------------------------------------------------------------
+
+def test_a_pilot_stops_before_walltime_and_leaves_nothing_locked(env, db, tmp_path, jobs):
+    ids = add(db, 4, "sleep 20")
+    answer = submit(env, tmp_path, jobs, "--time", "0:01:00", "--margin", "30")
+    job = answer["job_id"]
+    deadline = time.monotonic() + 60
+    end = None
+    while end is None:
+        assert time.monotonic() < deadline, "the pilot job did not start"
+        end = slurm.allocation_end({"SLURM_JOB_ID": job})
+        time.sleep(0.2)
+    wait_gone([job], timeout=120)
+    left_at = time.time()
+
+    # The pilot ended by itself, before Slurm would have killed it at the limit.
+    assert left_at < end, outputs(tmp_path)
+    assert "stopped: signal" in outputs(tmp_path) or "stopped: walltime" in outputs(tmp_path)
+    found = all_tokens(db)
+    assert {classify(doc) for doc in found.values()} <= {TokenState.TODO, TokenState.DONE}
+    attempts = [a for doc in found.values() for a in doc.get("attempts", [])]
+    assert attempts and all(a["outcome"] in ("succeeded", "interrupted") for a in attempts)
+    # Nothing was claimed in the last 30 s (the margin).
+    assert all(a["start"] < end - 30 for a in attempts)
+    assert sorted(found) == ids
+
+
+# -- autopilot -------------------------------------------------------------------
+
+def autopilot(env: dict[str, str], tmp_path: Path, jobs: list[str], *args: str,
+              hold: bool = False) -> list[dict]:
+    out = picas(env, tmp_path, "autopilot", "--json", *args, "--",
+                f"--output={tmp_path}/%x-%A_%a.out", *(["--hold"] if hold else []))
+    rounds = [json.loads(line) for line in out.splitlines()]
+    jobs.extend(k["job_id"] for r in rounds for k in r["kinds"] if k["job_id"])
+    return rounds
+
+
+def active(job_name: str) -> int:
+    return len(subprocess.run(["squeue", "-h", "-r", "-n", job_name, "-o", "%i"],
+                              capture_output=True, text=True, timeout=30).stdout.split())
+
+
+def test_autopilot_submits_what_the_backlog_needs_and_no_more(env, db, tmp_path, jobs):
+    side = tmp_path / "side"
+    ids = add(db, 250, f"echo $PICAS_TOKEN_ID >> {side}")
+    sizing = ("--tokens-per-pilot", "100", "--max-pilots", "10", "--time", "5:00")
+    # Held, the pilots stay queued: the second round must count them.
+    (first,) = autopilot(env, tmp_path, jobs, "--once", *sizing, hold=True)
+    (kind,) = first["kinds"]
+    assert (kind["todo"], kind["active"], kind["submitted"]) == (250, 0, 3)
+    assert active(kind["job_name"]) == 3
+    (second,) = autopilot(env, tmp_path, jobs, "--once", *sizing, hold=True)
+    assert (second["kinds"][0]["active"], second["kinds"][0]["submitted"]) == (3, 0)
+    assert active(kind["job_name"]) == 3
+
+    # Released, the pilots drain the backlog; the looping autopilot submits
+    # nothing more and stops once nothing is todo.
+    subprocess.run(["scontrol", "release", kind["job_id"]], check=True, timeout=30)
+    rounds = autopilot(env, tmp_path, jobs, "--interval", "2", *sizing)
+    assert all(k["submitted"] == 0 for r in rounds for k in r["kinds"])
+    assert rounds[-1]["finished"] and not any(r["finished"] for r in rounds[:-1])
+    wait_gone([kind["job_id"]], timeout=60)
+    assert sorted(lines(side)) == ids
+
+
+def test_autopilot_sizes_each_tag_apart_within_max_pilots(env, db, tmp_path, jobs):
+    add(db, 150, "true", prefix="a", tags=["small"])
+    add(db, 700, "true", prefix="b", tags=["big"])
+    args = ("--once", "--tag", "small", "--tag", "big", "--tokens-per-pilot", "100",
+            "--max-pilots", "5")
+    (first,) = autopilot(env, tmp_path, jobs, *args, hold=True)
+    decided = {k["tag"]: (k["todo"], k["active"], k["submitted"]) for k in first["kinds"]}
+    assert decided == {"small": (150, 0, 2), "big": (700, 0, 5)}
+    names = {k["tag"]: k["job_name"] for k in first["kinds"]}
+    assert names["small"] != names["big"]
+    assert (active(names["small"]), active(names["big"])) == (2, 5)
+    (second,) = autopilot(env, tmp_path, jobs, *args, hold=True)
+    assert [k["submitted"] for k in second["kinds"]] == [0, 0]
+
+
+def test_autopilot_with_nothing_todo_submits_nothing_and_stops(env, db, tmp_path, jobs):
+    (only,) = autopilot(env, tmp_path, jobs, "--interval", "60")
+    assert only["finished"] and only["kinds"][0]["submitted"] == 0
