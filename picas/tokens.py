@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
-from . import errors, shutdown
+from . import errors, pool, shutdown
 from .database import Database
 from .documents import Task
 from .jobid import JOB_ID_FIELDS
@@ -502,6 +502,13 @@ class AddReport:
                 "failed": [{"id": i, "reason": r} for i, r in self.failed]}
 
 
+def _has_priority(token: dict) -> bool:
+    try:
+        return float(token.get("priority") or 0) != 0
+    except (TypeError, ValueError):
+        return False
+
+
 def add(db: Database, tokens: Iterable[dict], batch: int = DEFAULT_BATCH,
         progress: Callable[[int], None] | None = None) -> AddReport:
     """Write new tokens with ``_bulk_docs``, ``batch`` at a time.
@@ -519,6 +526,9 @@ def add(db: Database, tokens: Iterable[dict], batch: int = DEFAULT_BATCH,
         else:
             unique[token["_id"]] = token
     items = list(unique.values())
+    if any(_has_priority(token) for token in items):
+        # Before the tokens exist, so that no pilot takes them out of order.
+        pool.enable_priorities(db)
     for start in range(0, len(items), batch):
         chunk = [dict(token) for token in items[start:start + batch]]
         given_ids = []

@@ -250,7 +250,7 @@ def test_importing_picas_configures_no_logging():
     code = (
         "import logging, pkgutil, importlib, picas\n"
         "for m in pkgutil.iter_modules(picas.__path__):\n"
-        "    if m.name != 'cli':\n"
+        "    if m.name not in ('cli', '__main__'):\n"
         "        importlib.import_module('picas.' + m.name)\n"
         "assert not logging.getLogger().handlers, logging.getLogger().handlers\n"
         "assert not logging.getLogger('picas').handlers\n"

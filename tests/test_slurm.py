@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -19,11 +20,18 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON
-from picas import slurm, tokens
+from picas import tokens
 from picas.database import Database
 from picas.state import TokenState, classify
 from picas.tokens import Record, Shape
 from support import missing
+
+#: The todo view of a design document like upstream's MultiCore example.
+MULTICORE_TODO = """function (doc) {
+  if (doc.type == "token" && doc.lock == 0 && doc.done == 0 && doc.input.cores == 2) {
+    emit(doc._id, null);
+  }
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +117,7 @@ def outputs(tmp_path: Path) -> str:
 
 # -- submit ----------------------------------------------------------------------
 
-def test_the_password_stays_out_of_the_script_and_the_command_line(env, tmp_path, jobs, couch):
+def test_the_password_stays_out_of_the_job_script(env, tmp_path, jobs, couch):
     answer = submit(env, tmp_path, jobs, "-n", "2", "--time", "5:00", hold=True)
     script = subprocess.run(["scontrol", "write", "batch_script", answer["job_id"], "-"],
                             capture_output=True, text=True, timeout=30).stdout
@@ -171,29 +179,41 @@ def test_a_cancelled_pilot_hands_its_token_to_another(env, db, tmp_path, jobs):
 
 # -- walltime --------------------------------------------------------------------
 
+def running_until(job: str) -> float | None:
+    """When a running job's time limit ends (epoch s); None while it is pending."""
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %e"], capture_output=True,
+                         text=True, timeout=30, env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
+    fields = out.stdout.split()
+    return float(fields[1]) if fields[:1] == ["RUNNING"] else None
+
+
 def test_a_pilot_stops_before_walltime_and_leaves_nothing_locked(env, db, tmp_path, jobs):
-    ids = add(db, 4, "sleep 20")
+    # Slurm signals the pilot `margin` s before the limit, or up to a minute
+    # earlier; the pilot also stops claiming by itself then, and claims only
+    # tokens whose expected runtime fits. Whichever comes first, the pilot
+    # must leave before the limit with every token done or back in todo.
+    ids = add(db, 4, "sleep 20", expected_runtime=20)
     answer = submit(env, tmp_path, jobs, "--time", "0:01:00", "--margin", "30")
     job = answer["job_id"]
     deadline = time.monotonic() + 60
     end = None
     while end is None:
         assert time.monotonic() < deadline, "the pilot job did not start"
-        end = slurm.allocation_end({"SLURM_JOB_ID": job})
+        end = running_until(job)
         time.sleep(0.2)
     wait_gone([job], timeout=120)
     left_at = time.time()
 
     # The pilot ended by itself, before Slurm would have killed it at the limit.
     assert left_at < end, outputs(tmp_path)
-    assert "stopped: signal" in outputs(tmp_path) or "stopped: walltime" in outputs(tmp_path)
+    assert re.search(r"stopped: (signal|walltime|no-work)", outputs(tmp_path)), outputs(tmp_path)
     found = all_tokens(db)
+    assert sorted(found) == ids
     assert {classify(doc) for doc in found.values()} <= {TokenState.TODO, TokenState.DONE}
     attempts = [a for doc in found.values() for a in doc.get("attempts", [])]
     assert attempts and all(a["outcome"] in ("succeeded", "interrupted") for a in attempts)
     # Nothing was claimed in the last 30 s (the margin).
     assert all(a["start"] < end - 30 for a in attempts)
-    assert sorted(found) == ids
 
 
 # -- autopilot -------------------------------------------------------------------
@@ -253,3 +273,34 @@ def test_autopilot_sizes_each_tag_apart_within_max_pilots(env, db, tmp_path, job
 def test_autopilot_with_nothing_todo_submits_nothing_and_stops(env, db, tmp_path, jobs):
     (only,) = autopilot(env, tmp_path, jobs, "--interval", "60")
     assert only["finished"] and only["kinds"][0]["submitted"] == 0
+
+
+def test_pilots_for_a_tag_run_only_that_tags_tokens(env, db, tmp_path, jobs):
+    side = tmp_path / "side"
+    small = add(db, 20, f"echo $PICAS_TOKEN_ID >> {side}", prefix="a", tags=["small"])
+    big = add(db, 20, f"echo $PICAS_TOKEN_ID >> {side}", prefix="b", tags=["big"])
+    (first,) = autopilot(env, tmp_path, jobs, "--once", "--tag", "small",
+                         "--tokens-per-pilot", "10", "--time", "5:00")
+    assert first["kinds"][0]["submitted"] == 2
+    wait_gone(jobs, timeout=60)
+    assert sorted(lines(side)) == small, outputs(tmp_path)
+    found = all_tokens(db)
+    assert all(classify(found[i]) is TokenState.TODO for i in big)
+
+
+def test_autopilot_per_design_doc_runs_that_views_tokens(env, db, tmp_path, jobs):
+    # Upstream's SingleCore/MultiCore example: a design document per kind of job.
+    db.put({"_id": "_design/MultiCore", "language": "javascript",
+            "views": {"todo": {"map": MULTICORE_TODO}}})
+    side = tmp_path / "side"
+    multi = add(db, 10, f"echo $PICAS_TOKEN_ID >> {side}", prefix="m", cores=2)
+    single = add(db, 10, f"echo $PICAS_TOKEN_ID >> {side}", prefix="s", cores=1)
+    (first,) = autopilot(env, tmp_path, jobs, "--once", "--design-doc", "MultiCore",
+                         "--cpus-per-task", "2", "--tokens-per-pilot", "10", "--time", "5:00")
+    (kind,) = first["kinds"]
+    assert (kind["todo"], kind["submitted"]) == (10, 1)
+    assert kind["job_name"] == f"picas-{db.name}-MultiCore"
+    wait_gone(jobs, timeout=60)
+    assert sorted(lines(side)) == multi, outputs(tmp_path)
+    found = all_tokens(db)
+    assert all(classify(found[i]) is TokenState.TODO for i in single)

@@ -305,3 +305,16 @@ def test_watch_records_json_ready_reports(db, tmp_path):
     total = tokens.watch(db, tmp_path, "*", Shape(command="cat {path}"), interval=0.1,
                          max_time=0)
     assert json.loads(json.dumps(total.as_dict()))["added"] == 1
+
+
+def test_adding_a_token_with_a_priority_switches_the_pool_to_priorities(db):
+    from picas import pool, tokens as token_lib
+    plain = {**pilot_token("plain"), "priority": 0}
+    token_lib.add(db, [plain])
+    assert pool.uses_priorities(db) is False
+    token_lib.add(db, [{**pilot_token("urgent"), "priority": 5}])
+    assert pool.uses_priorities(db) is True
+
+
+def pilot_token(token_id: str) -> dict:
+    return {"_id": token_id, "type": "token", "lock": 0, "done": 0, "command": "true"}

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import click
 
 from .. import slurm
+from ..database import Database
 from ..errors import ConfigError
 from .common import App, pass_app, plural
 
@@ -199,7 +200,7 @@ def autopilot(app: App, once: bool, interval: float, max_pilots: int, tokens_per
         click.echo("autopilot stopped; the pilots it submitted keep running", err=True)
 
 
-def _decide(db: Any, kind: _Kind, job: slurm.PilotJob, sbatch_args: tuple[str, ...],
+def _decide(db: Database, kind: _Kind, job: slurm.PilotJob, sbatch_args: tuple[str, ...],
             tokens_per_pilot: int, max_pilots: int) -> dict[str, Any]:
     backlog = slurm.backlog(db, tag=kind.tag, design_doc=kind.design_doc)
     active = slurm.active_pilots(kind.name)
