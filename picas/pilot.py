@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import claim, designdocs, errors, lease, pool, results, runner, shutdown, state
 from .database import Database
-from .state import Holder, Outcome, TokenState
+from .state import Holder, Outcome
 
 log = logging.getLogger(__name__)
 
