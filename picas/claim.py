@@ -75,10 +75,11 @@ class ChangesSource:
 
     Every document sits in the feed at its latest change, so untouched
     todo tokens come first and everything a pilot writes moves to the end.
-    Candidates are taken strictly in feed order, so the cursor can move
-    past every row that was read: rows that were not claimable, and rows
-    that were attempted (won by us or by someone else, they were written,
-    so they now sit further on). A token can only become claimable again
+    Candidates are taken as a run of consecutive rows, and the cursor moves
+    past every row up to the first candidate not attempted: rows that were
+    not claimable, and rows that were attempted (won by us or by someone
+    else, they were written, so they now sit further on). Nothing claimable
+    is ever left behind the cursor. A token can only become claimable again
     by being written, which puts it past the cursor, or by its lease
     running out: locked tokens the cursor passes are watched for that.
 
@@ -90,35 +91,38 @@ class ChangesSource:
         self.cursor: object = 0
         #: locked tokens behind the cursor: id -> when their lease expires
         self.watch: dict[str, float] = {}
-        self._seqs: dict[str, object] = {}
+        #: the last window's rows: (id, seq, claimable)
+        self._rows: list[tuple[str, object, bool]] = []
 
     def fetch(self, db: Database, window: int) -> Window:
         rows = db.changes(since=self.cursor, limit=window, include_docs=True)["results"]
         now = time.time()
-        docs, self._seqs = [], {}
+        docs, self._rows = [], []
         for row in rows:
             doc = row.get("doc") or {}
             self.watch.pop(row["id"], None)
-            if claimable(doc, now):
+            ok = claimable(doc, now)
+            self._rows.append((row["id"], row["seq"], ok))
+            if ok:
                 docs.append(doc)
-                self._seqs[row["id"]] = row["seq"]
                 continue
             expires = (doc.get("lease") or {}).get("expires")
             if state.classify(doc) is TokenState.LOCKED and isinstance(expires, (int, float)):
                 self.watch[row["id"]] = expires
-            if not docs:
-                self.cursor = row["seq"]
         exhausted = len(rows) < window
-        if not docs and rows:
-            self.cursor = rows[-1]["seq"]
-        if exhausted and not docs:
-            docs = self._expired(db, now)
+        if not docs:
+            self.attempted([])
+            if exhausted:
+                docs = self._expired(db, now)
         return Window(docs, exhausted, in_order=True)
 
     def attempted(self, docs: list[dict]) -> None:
-        seqs = [self._seqs[doc["_id"]] for doc in docs if doc["_id"] in self._seqs]
-        if seqs:
-            self.cursor = seqs[-1]
+        """Move the cursor past every row up to the first candidate not attempted."""
+        tried = {doc["_id"] for doc in docs}
+        for doc_id, seq, ok in self._rows:
+            if ok and doc_id not in tried:
+                break
+            self.cursor = seq
 
     def _expired(self, db: Database, now: float) -> list[dict]:
         due = [doc_id for doc_id, expires in self.watch.items() if expires < now]
@@ -205,9 +209,14 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
         share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
             else max(1, math.ceil(got.backlog / (2 * SHARE)))
         want = min(limit - len(result.tokens), share)
-        ordered = list(candidates.values()) if got.in_order \
-            else _order(list(candidates.values()), rng)
-        chosen = ordered[:want]
+        if got.in_order:
+            # A run of consecutive candidates from a random start: pilots
+            # reading the same window mostly take different runs.
+            ordered = list(candidates.values())
+            start = rng.randrange(max(1, len(ordered) - want + 1))
+            chosen = ordered[start:start + want]
+        else:
+            chosen = _order(list(candidates.values()), rng)[:want]
         picked = [_take(doc, holder, lease_seconds, now) for doc in chosen]
         outcomes = db.bulk_docs([doc for doc, _ in picked])
         source.attempted(chosen)

@@ -6,14 +6,16 @@ When the command ends, what it left running in its group is killed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import subprocess
 import tempfile
 import time
 import threading
 from dataclasses import dataclass
-from typing import IO, Any, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 from . import shutdown
 
@@ -74,23 +76,48 @@ def wait(proc: subprocess.Popen, *, timeout: float | None = None,
     ``"timeout"``, ``"shutdown"`` or whatever ``should_stop()`` returned.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        try:
-            proc.wait(timeout=POLL)
-            reap_group(proc)
-            return None
-        except subprocess.TimeoutExpired:
-            pass
-        reason = None
-        if deadline is not None and time.monotonic() >= deadline:
-            reason = "timeout"
-        elif shutdown.requested.is_set():
-            reason = "shutdown"
-        elif should_stop is not None:
-            reason = should_stop()
-        if reason:
-            kill_group(proc, grace)
-            return reason
+    with _exit_watch(proc) as exited:
+        while True:
+            if exited(POLL):
+                proc.wait()
+                reap_group(proc)
+                return None
+            reason = None
+            if deadline is not None and time.monotonic() >= deadline:
+                reason = "timeout"
+            elif shutdown.requested.is_set():
+                reason = "shutdown"
+            elif should_stop is not None:
+                reason = should_stop()
+            if reason:
+                kill_group(proc, grace)
+                return reason
+
+
+@contextlib.contextmanager
+def _exit_watch(proc: subprocess.Popen) -> Iterator[Callable[[float], bool]]:
+    """A function that waits up to N seconds for ``proc`` to exit.
+
+    With a pidfd (Linux 5.3+) it wakes the moment the process exits, which
+    matters for short tasks; otherwise it polls.
+    """
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        def polled(seconds: float) -> bool:
+            try:
+                proc.wait(timeout=seconds)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        yield polled
+        return
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    try:
+        yield lambda seconds: bool(poller.poll(seconds * 1000))
+    finally:
+        os.close(fd)
 
 
 def start(args: str | Sequence[str], *, shell: bool, stdout: IO, stderr: IO,

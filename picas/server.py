@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,14 +64,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def command(port: int, data_dir: Path | None, home: Path | None = None) -> list[str]:
+#: Request lines at "info" cost about a quarter of the server's time per request.
+LOG_LEVEL = "warning"
+
+
+def write_config(config_dir: Path) -> Path:
+    """pouchdb-server's config.json, with its log in ``config_dir`` at warning level.
+
+    The server also keeps its admins there (hashed): existing settings stay.
+    """
+    path = config_dir / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        config = {}
+    log_config = config.setdefault("log", {})
+    log_config.setdefault("file", str(config_dir / "log.txt"))
+    log_config.setdefault("level", LOG_LEVEL)
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def command(port: int, data_dir: Path | None, config_dir: Path,
+            home: Path | None = None) -> list[str]:
     """The argv that starts pouchdb-server on 127.0.0.1 only."""
     argv = ["node", str(executable(home)), "--port", str(port), "--host", "127.0.0.1",
-            "--no-stdout-logs", "--no-color"]
+            "--no-stdout-logs", "--no-color", "--config", str(write_config(config_dir))]
     if data_dir is None:
         argv.append("--in-memory")
     else:
-        argv += ["--dir", str(data_dir), "--config", str(data_dir / "config.json")]
+        argv += ["--dir", str(data_dir)]
     return argv
 
 
@@ -112,6 +135,7 @@ class LocalServer:
         self.log_path = log_path
         self.home = home
         self.process: subprocess.Popen | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None
 
     @property
     def url(self) -> str:
@@ -120,10 +144,13 @@ class LocalServer:
     def start(self, timeout: float = 60.0) -> "LocalServer":
         if self.port is None:
             self.port = free_port()
-        argv = command(self.port, self.data_dir, self.home)
-        cwd = self.data_dir or Path(os.environ.get("TMPDIR", "/tmp"))
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            cwd = self.data_dir
+        else:
+            self._scratch = tempfile.TemporaryDirectory(prefix="picas-server-")
+            cwd = Path(self._scratch.name)
+        argv = command(self.port, self.data_dir, cwd, self.home)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             # Its own session, so that Ctrl-C in a terminal reaches us, not it.
@@ -153,6 +180,9 @@ class LocalServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
 
 # -- the supervised, on-disk server ------------------------------------------------

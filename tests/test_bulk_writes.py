@@ -46,18 +46,25 @@ def test_a_missing_result_counts_as_not_written(fake_db):
 
 def test_a_claim_keeps_exactly_the_tokens_the_server_locked(fake_db):
     db, mock = fake_db
-    # Twelve claimable tokens, so that a claim of three may take the first three.
+    # Twelve claimable tokens, so that a claim of three takes three of them.
     todo = [{"_id": i, "_rev": "1-r", "type": "token", "lock": 0, "done": 0}
             for i in "abcdefghijkl"]
     mock.get(f"{URL}/tokens/_changes", json={"results": [
         {"id": d["_id"], "seq": n, "doc": d} for n, d in enumerate(todo, 1)]})
-    mock.post(f"{URL}/tokens/_bulk_docs", json=[
-        {"id": "c", "ok": True, "rev": "2-c"},
-        {"id": "a", "error": "conflict"},
-        {"id": "b", "error": "conflict"},
-    ])
+    sent: list[str] = []
+
+    def locked_only_the_second(request, context):
+        ids = [doc["_id"] for doc in request.json()["docs"]]
+        sent.extend(ids)
+        answer = [{"id": i, "error": "conflict"} for i in ids]
+        answer[1] = {"id": ids[1], "ok": True, "rev": "2-won"}
+        return list(reversed(answer))
+
+    mock.post(f"{URL}/tokens/_bulk_docs", json=locked_only_the_second)
     got = claim.claim(db, Holder("p", "h"), limit=3, source=claim.ChangesSource())
-    assert [t["_id"] for t in got.tokens] == ["c"] and got.conflicts == 2
+    assert len(sent) == 3
+    assert [t["_id"] for t in got.tokens] == [sent[1]] and got.conflicts == 2
+    assert got.tokens[0]["_rev"] == "2-won"
 
 
 def test_documents_without_distinct_ids_are_refused(fake_db):
