@@ -22,6 +22,8 @@ from . import shutdown
 #: Seconds between SIGTERM and SIGKILL when a task must stop.
 DEFAULT_GRACE = 5.0
 POLL = 0.05
+#: How long a command that died of a signal waits for the pilot's own signal.
+SIGNAL_RACE = 1.0
 
 
 @dataclass
@@ -45,6 +47,12 @@ def current_limits() -> Limits:
 
 def set_limits(limits: Limits) -> None:
     _limits.value = limits
+
+
+def _killed_by_signal(returncode: int) -> bool:
+    """Died of SIGTERM/SIGINT/SIGHUP itself (negative) or as told by its shell (128+N)."""
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    return -returncode in stops or returncode - 128 in stops
 
 
 def kill_group(proc: subprocess.Popen, grace: float) -> None:
@@ -81,6 +89,10 @@ def wait(proc: subprocess.Popen, *, timeout: float | None = None,
             if exited(POLL):
                 proc.wait()
                 reap_group(proc)
+                if _killed_by_signal(proc.returncode) and shutdown.requested.wait(SIGNAL_RACE):
+                    # The batch system signalled the command and us at once (scancel,
+                    # walltime): an interruption, not the command's failure.
+                    return "shutdown"
                 return None
             reason = None
             if deadline is not None and time.monotonic() >= deadline:

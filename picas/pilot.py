@@ -34,6 +34,8 @@ class PilotOptions:
     #: claim from this view (strict priority order) instead of the changes feed
     view: str | None = None
     design_doc: str = designdocs.PILOT
+    #: claim only tokens with this tag (from Monitor/by_tag)
+    tag: str | None = None
     #: epoch seconds when the allocation ends (walltime), if known
     end_time: float | None = None
     #: stop claiming when less than this is left before ``end_time``
@@ -170,6 +172,9 @@ class Pilot:
     def _source(self) -> claim.Source:
         """The view asked for; else the changes feed, or the priority view once
         the pool uses priorities (checked now and then)."""
+        if self.options.tag is not None:
+            return claim.ViewSource(designdocs.MONITOR, "by_tag", reduce=False,
+                                    key=[self.options.tag, "todo"])
         if self.options.view is not None:
             return claim.ViewSource(self.options.design_doc, self.options.view)
         now = time.monotonic()

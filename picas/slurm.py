@@ -282,7 +282,7 @@ class Backlog:
 
 
 def backlog(db: Database, tag: str | None = None, design_doc: str | None = None) -> Backlog:
-    """What one kind of pilot has to do: all tokens, one tag's, or one design document's ``todo``."""
+    """Work for one kind of pilot: all tokens, one tag's, or a design document's ``todo``."""
     if tag is not None:
         rows = db.view(designdocs.MONITOR, "by_tag", group=True, startkey=[tag],
                        endkey=[tag, {}])["rows"]

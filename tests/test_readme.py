@@ -25,10 +25,15 @@ README = (ROOT / "README.md").read_text()
 
 
 def shell_lines(text: str) -> list[str]:
-    """Command lines of the ```sh blocks, continuation lines joined."""
+    """Command lines of the ```sh blocks and the ``$ `` lines of ```console
+    blocks, continuation lines joined."""
     lines = []
-    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+    for kind, block in re.findall(r"```(sh|console)\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
+            if kind == "console":
+                if not line.startswith("$ "):
+                    continue
+                line = line[2:]
             line = line.split(" #")[0].strip().rstrip("&").strip()
             if line:
                 lines.append(line)

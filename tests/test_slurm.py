@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON
-from picas import tokens
+from picas import config, tokens
 from picas.database import Database
 from picas.state import TokenState, classify
 from picas.tokens import Record, Shape
@@ -130,6 +130,24 @@ def test_the_password_stays_out_of_the_job_script(env, tmp_path, jobs, couch):
     assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o700
     assert f"PICAS_PASSWORD={couch.password}" in env_file.read_text()
     assert answer["pilots"] == [f"{answer['job_id']}_0", f"{answer['job_id']}_1"]
+
+
+def test_a_config_file_holding_the_password_is_what_the_job_reads(env, db, couch, tmp_path,
+                                                                  jobs):
+    conf = tmp_path / "config" / "conf.yml"
+    config.write(conf, {"url": couch.url, "database": db.name, "username": couch.username,
+                        "password": couch.password})
+    env = {k: v for k, v in env.items() if not k.startswith("PICAS_")}
+    env["PICAS_CONFIG"] = str(conf)
+    side = tmp_path / "side"
+    ids = add(db, 3, f"echo $PICAS_TOKEN_ID >> {side}")
+    dry = picas(env, tmp_path, "pilots", "submit", "--dry-run")
+    assert f"PICAS_CONFIG={conf}" in dry and "set -a" not in dry
+    assert couch.password not in dry
+    answer = submit(env, tmp_path, jobs)
+    wait_gone([answer["job_id"]], timeout=60)
+    assert sorted(lines(side)) == ids, outputs(tmp_path)
+    assert not (tmp_path / "config" / "env").exists()
 
 
 def test_four_pilots_drain_200_tokens_each_run_once(env, db, tmp_path, jobs):

@@ -32,6 +32,7 @@ from .common import App, pass_app, plural
                    "for strict priority order.")
 @click.option("--design-doc", default="Pilot", show_default=True,
               help="Design document of --view.")
+@click.option("--tag", help="Claim only tokens with this tag.")
 @click.option("--end-time", type=float, metavar="EPOCH",
               help="When the allocation ends; read from Slurm when running in a Slurm job.")
 @click.option("--margin", type=click.FloatRange(min=0), default=60.0, show_default=True,
@@ -50,7 +51,8 @@ from .common import App, pass_app, plural
 @pass_app
 def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
                   max_token_time: float | None, lease: float | None, batch: int,
-                  endless: bool, view: str | None, design_doc: str, end_time: float | None,
+                  endless: bool, view: str | None, design_doc: str, tag: str | None,
+                  end_time: float | None,
                   margin: float, max_attempts: int | None, workdir: Path | None,
                   spool: Path | None, log_cap: int, grace: float, as_json: bool) -> None:
     """Run tokens until there are none left (or a limit is reached).
@@ -77,7 +79,7 @@ def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
     options = pilot.PilotOptions(
         max_tasks=max_tasks, max_time=max_time, max_token_time=max_token_time,
         lease=lease or settings.lease, batch=batch, endless=endless, view=view,
-        design_doc=design_doc, end_time=end_time, margin=margin,
+        design_doc=design_doc, tag=tag, end_time=end_time, margin=margin,
         default_max_attempts=max_attempts or settings.max_attempts,
         log_cap=log_cap, grace=grace, spool=spool,
         **({"workdir": workdir} if workdir else {}))

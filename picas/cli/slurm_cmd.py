@@ -92,7 +92,7 @@ def submit(app: App, count: int, time_limit: str | None, partition: str | None,
            cpus_per_task: int | None, mem: str | None, job_name: str | None, margin: int,
            max_token_time: float | None, lease: float | None, sbatch_args: tuple[str, ...],
            dry_run: bool, as_json: bool) -> None:
-    """Submit COUNT pilots to Slurm with sbatch.
+    """Submit pilots (-n of them) to Slurm with sbatch.
 
     Each pilot runs `picas pilot` with this Python, on this database, and
     records its Slurm job id on every attempt. The password never goes
@@ -111,8 +111,8 @@ def submit(app: App, count: int, time_limit: str | None, partition: str | None,
                      max_token_time, lease)
     if dry_run:
         click.echo(job.script(), nl=False)
-        click.echo(f"# not submitted; would run: {shlex.join(['sbatch', '--parsable', *sbatch_args])}",
-                   err=True)
+        command = shlex.join(["sbatch", "--parsable", *sbatch_args])
+        click.echo(f"# not submitted; would run: {command}", err=True)
         return
     submitted = _submit(job, sbatch_args)
     if as_json:
@@ -155,7 +155,8 @@ class _Kind:
               help="Size pilots for this design document's `todo` view, named "
                    "JOBNAME-DESIGN (repeatable), as in upstream's SingleCore/MultiCore example.")
 @_job_options
-@click.option("--json", "as_json", is_flag=True, help="Print each round's decisions as a JSON line.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print each round's decisions as a JSON line.")
 @pass_app
 def autopilot(app: App, once: bool, interval: float, max_pilots: int, tokens_per_pilot: int,
               tags: tuple[str, ...], design_docs: tuple[str, ...], time_limit: str | None,
