@@ -168,7 +168,7 @@ def _priority(doc: dict) -> float:
         return 0.0
 
 
-def _take(doc: dict, holder: Holder, lease_seconds: float, now: float) -> tuple[dict | None, bool]:
+def _take(doc: dict, holder: Holder, lease_seconds: float, now: float) -> tuple[dict, bool]:
     """The locked revision to write for a claimable candidate, and whether it was recovered."""
     if not state.lease_expired(doc, now):
         return state.lock(doc, holder, lease_seconds, now), False

@@ -5,7 +5,7 @@ API but nothing about tokens.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from . import errors
 from .transport import Transport
@@ -208,7 +208,3 @@ class Database:
                                data=data, headers={"Content-Type": content_type})
         return result["rev"]
 
-
-def ids(rows: Iterable[dict]) -> list[str]:
-    """The document ids of view rows."""
-    return [row["id"] for row in rows]
