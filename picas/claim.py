@@ -43,14 +43,16 @@ class Window:
     exhausted: bool
     #: claimable tokens in the whole source, when the source knows
     backlog: int | None = None
-    #: take candidates in this order (the source's cursor depends on it)
+    #: take candidates as a run in this order (the source's cursor depends on it)
     in_order: bool = False
+    #: others raced for the same rows lately: start the run at a random place
+    spread: bool = False
 
 
 class Source(Protocol):
     def fetch(self, db: Database, window: int) -> Window: ...
 
-    def attempted(self, docs: list[dict]) -> None: ...
+    def attempted(self, docs: list[dict], lost: int = 0) -> None: ...
 
 
 class ViewSource:
@@ -66,7 +68,7 @@ class ViewSource:
         docs = [row["doc"] for row in answer["rows"] if row.get("doc")]
         return Window(docs, len(answer["rows"]) < window, answer.get("total_rows"))
 
-    def attempted(self, docs: list[dict]) -> None:
+    def attempted(self, docs: list[dict], lost: int = 0) -> None:
         """Views need no bookkeeping: written tokens leave the view."""
 
 
@@ -75,24 +77,25 @@ class ChangesSource:
 
     Every document sits in the feed at its latest change, so untouched
     todo tokens come first and everything a pilot writes moves to the end.
-    Candidates are taken as a run of consecutive rows, and the cursor moves
-    past every row up to the first candidate not attempted: rows that were
-    not claimable, and rows that were attempted (won by us or by someone
-    else, they were written, so they now sit further on). Nothing claimable
-    is ever left behind the cursor. A token can only become claimable again
-    by being written, which puts it past the cursor, or by its lease
-    running out: locked tokens the cursor passes are watched for that.
-
-    Reading from a recent cursor matters on pouchdb-server, whose feed
-    walks every outdated entry between ``since`` and the first live one.
+    A cursor moves past every row read, so each read starts near the live
+    front (on pouchdb-server a read walks every outdated entry between
+    ``since`` and the first live one, so a lagging cursor costs dearly).
+    Nothing claimable is lost behind the cursor: attempted rows were
+    written (by us or by the winner) and so sit further on; claimable rows
+    that this pilot skipped are remembered; and locked rows are watched
+    until their lease runs out. When the feed is exhausted, the remembered
+    and the expired ones are read again, in one request.
     """
 
     def __init__(self) -> None:
         self.cursor: object = 0
         #: locked tokens behind the cursor: id -> when their lease expires
         self.watch: dict[str, float] = {}
+        #: claimable tokens behind the cursor that this pilot skipped (in order)
+        self.skipped: dict[str, None] = {}
         #: the last window's rows: (id, seq, claimable)
         self._rows: list[tuple[str, object, bool]] = []
+        self._raced = False
 
     def fetch(self, db: Database, window: int) -> Window:
         rows = db.changes(since=self.cursor, limit=window, include_docs=True)["results"]
@@ -101,6 +104,7 @@ class ChangesSource:
         for row in rows:
             doc = row.get("doc") or {}
             self.watch.pop(row["id"], None)
+            self.skipped.pop(row["id"], None)
             ok = claimable(doc, now)
             self._rows.append((row["id"], row["seq"], ok))
             if ok:
@@ -113,30 +117,38 @@ class ChangesSource:
         if not docs:
             self.attempted([])
             if exhausted:
-                docs = self._expired(db, now)
-        return Window(docs, exhausted, in_order=True)
+                docs = self._recheck(db, now, window)
+        return Window(docs, exhausted, in_order=True, spread=self._raced)
 
-    def attempted(self, docs: list[dict]) -> None:
-        """Move the cursor past every row up to the first candidate not attempted."""
+    def attempted(self, docs: list[dict], lost: int = 0) -> None:
+        """Move the cursor past the window's last attempted row (or all of it,
+        when nothing was attempted); remember the claimable rows skipped."""
+        self._raced = lost > 0
         tried = {doc["_id"] for doc in docs}
-        for doc_id, seq, ok in self._rows:
+        for doc_id in tried:
+            self.skipped.pop(doc_id, None)
+        last = max((i for i, (doc_id, _, _) in enumerate(self._rows) if doc_id in tried),
+                   default=len(self._rows) - 1)
+        for doc_id, seq, ok in self._rows[:last + 1]:
             if ok and doc_id not in tried:
-                break
+                self.skipped[doc_id] = None
             self.cursor = seq
 
-    def _expired(self, db: Database, now: float) -> list[dict]:
+    def _recheck(self, db: Database, now: float, window: int) -> list[dict]:
         due = [doc_id for doc_id, expires in self.watch.items() if expires < now]
-        if not due:
+        keys = (list(self.skipped) + due)[:window]
+        if not keys:
             return []
-        rows = db.all_docs(keys=due, include_docs=True)["rows"]
+        rows = db.all_docs(keys=keys, include_docs=True)["rows"]
         docs = []
         for row in rows:
             doc = row.get("doc") or {}
             if claimable(doc, now):
-                docs.append(doc)
+                docs.append(doc)  # stays remembered until attempted
             else:
-                # Renewed or finished: written, so it is past the cursor now.
+                # Written since: it sits past the cursor now, or is gone.
                 self.watch.pop(row["key"], None)
+                self.skipped.pop(row["key"], None)
         return docs
 
 
@@ -193,7 +205,8 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
     source = source or ViewSource()
     result = ClaimResult()
     window = max(MIN_WINDOW, SHARE * limit)
-    for _ in range(rounds):
+    lost_rounds = stale_windows = 0
+    while lost_rounds < rounds and stale_windows < rounds:
         got = source.fetch(db, window)
         now = time.time()
         # The source may be stale: only what is claimable in the revision
@@ -205,21 +218,24 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
             if got.exhausted:
                 return result
             source.attempted(got.docs)  # none acceptable here: move past them
+            # A feed read moves its cursor on, so reading on always ends;
+            # a view answers the same stale rows until its index catches up.
+            stale_windows += not got.in_order
             continue
         share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
             else max(1, math.ceil(got.backlog / (2 * SHARE)))
         want = min(limit - len(result.tokens), share)
         if got.in_order:
-            # A run of consecutive candidates from a random start: pilots
-            # reading the same window mostly take different runs.
+            # A run of consecutive candidates; after a lost race, from a
+            # random start, so that pilots reading the same window part ways.
             ordered = list(candidates.values())
-            start = rng.randrange(max(1, len(ordered) - want + 1))
+            start = rng.randrange(max(1, len(ordered) - want + 1)) if got.spread else 0
             chosen = ordered[start:start + want]
         else:
             chosen = _order(list(candidates.values()), rng)[:want]
         picked = [_take(doc, holder, lease_seconds, now) for doc in chosen]
         outcomes = db.bulk_docs([doc for doc, _ in picked])
-        source.attempted(chosen)
+        source.attempted(chosen, lost=sum("error" in o for o in outcomes))
         for (doc, recovered), outcome in zip(picked, outcomes):
             if "error" in outcome:
                 result.conflicts += 1
@@ -231,6 +247,7 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
             # Possibly fewer than asked for when others won some races:
             # good enough, the caller comes back for more.
             return result
+        lost_rounds += 1
     return result
 
 

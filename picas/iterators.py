@@ -11,7 +11,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from . import claim, state
+from . import claim, designdocs, state
 from .documents import Task
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ class ViewIterator:
 class TaskViewIterator(ViewIterator):
     """Claims tokens from one view of a :class:`picas.clients.CouchDB`.
 
+    The stock ``Monitor/todo`` is read through the changes feed instead,
+    which yields the same tokens without keeping a view index up to date.
+
     ``batch`` > 1 claims that many tokens per request and hands them out
     one by one; :meth:`release_prefetched` returns the unused ones.
     ``holder`` and ``lease_seconds`` say who holds a claimed token and for
@@ -77,12 +80,21 @@ class TaskViewIterator(ViewIterator):
         self.view_params = view_params
         self.prefetched: deque[dict] = deque()
         self.conflicts = 0
+        self._changes: claim.ChangesSource | None = None
+
+    def _source(self) -> claim.Source:
+        """Monitor/todo holds exactly the claimable tokens the changes feed
+        yields, which needs no view index; other views are queried."""
+        if (self.design_doc, self.view) == (designdocs.MONITOR, "todo") and not self.view_params:
+            if self._changes is None:
+                self._changes = claim.ChangesSource()
+            return self._changes
+        return claim.ViewSource(self.design_doc, self.view, **self.view_params)
 
     def claim_task(self) -> Task | None:
         if not self.prefetched:
-            source = claim.ViewSource(self.design_doc, self.view, **self.view_params)
             result = claim.claim(self.database.database, self.holder, limit=self.batch,
-                                 lease_seconds=self.lease_seconds, source=source,
+                                 lease_seconds=self.lease_seconds, source=self._source(),
                                  accept=self.accept)
             self.conflicts += result.conflicts
             self.prefetched.extend(result.tokens)
