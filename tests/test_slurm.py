@@ -171,7 +171,9 @@ def test_four_pilots_drain_200_tokens_each_run_once(env, db, tmp_path, jobs):
 
 def test_a_cancelled_pilot_hands_its_token_to_another(env, db, tmp_path, jobs):
     started, side = tmp_path / "started", tmp_path / "side"
-    ids = add(db, 12, f"echo $PICAS_TOKEN_ID >> {started}; sleep 4; "
+    # "&&": a token whose sleep was killed must not go on to finish; the
+    # shell may outlive the signal and would otherwise exit 0, a real success.
+    ids = add(db, 12, f"echo $PICAS_TOKEN_ID >> {started} && sleep 4 && "
                       f"echo $PICAS_TOKEN_ID >> {side}")
     answer = submit(env, tmp_path, jobs, "-n", "4", "--time", "5:00")
     deadline = time.monotonic() + 60
