@@ -32,11 +32,14 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
         server.executable()
     except errors.ConfigError as exc:
         missing(f"pouchdb-server ({exc})")
-    out = tmp_path_factory.mktemp("bench") / "results.json"
+    folder = tmp_path_factory.mktemp("bench")
+    out, plot = folder / "results.json", folder / "throughput.png"
+    # The README's command, made small: the same --json and --plot.
     done = subprocess.run([str(ROOT / "bench" / "run"), "--n", "50", "--pilots", "1,2",
-                           "--reps", "1", "--scale", "0", "--json", str(out)],
+                           "--reps", "1", "--scale", "0", "--json", str(out), "--plot", str(plot)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert plot.read_bytes().startswith(b"\x89PNG")
     return json.loads(out.read_text())
 
 
