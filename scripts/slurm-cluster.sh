@@ -70,6 +70,15 @@ await_exec() {
     return 1
 }
 
+# Poll up to TRIES times, 0.2 s apart, until the recorded daemon NAME is gone.
+wait_gone() {
+    local name=$1 tries=$2 i
+    for ((i = 0; i < tries; i++)); do
+        is_alive "$name" || return 0
+        sleep 0.2
+    done
+}
+
 forget_pid() { rm -f "$PID_DIR/$1.pid"; }
 
 stop_daemon() {
@@ -86,17 +95,11 @@ stop_daemon() {
     fi
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        is_alive "$name" || break
-        sleep 0.2
-    done
+    wait_gone "$name" 100
     if is_alive "$name"; then
         log "$name (pid $pid) ignored SIGTERM for 20s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 25; i++)); do
-            is_alive "$name" || break
-            sleep 0.2
-        done
+        wait_gone "$name" 25
     fi
     if is_alive "$name"; then
         err "$name (pid $pid) did not exit"
