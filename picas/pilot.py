@@ -203,13 +203,6 @@ class Pilot:
             self._release([token_id])
             return
         self.report.started += 1
-        try:
-            runner.command_of(token)
-            runner.environment_of(token)
-        except errors.InvalidToken as exc:
-            log.warning("token %s: %s", token_id, exc)
-            self._record(token_id, Outcome.FAILED, None, error=str(exc), fatal=True)
-            return
 
         def should_stop() -> str | None:
             if token_id in self.keeper.cancel_requested:
@@ -219,7 +212,14 @@ class Pilot:
             return None
 
         options = runner.RunOptions(self.options.workdir, self.options.log_cap, self.options.grace)
-        done = runner.run(token, options, timeout=self._token_timeout(), should_stop=should_stop)
+        try:
+            done = runner.run(token, options, timeout=self._token_timeout(),
+                              should_stop=should_stop)
+        except errors.InvalidToken as exc:
+            # Raised before anything started: a defect of the token, not a run.
+            log.warning("token %s: %s", token_id, exc)
+            self._record(token_id, Outcome.FAILED, None, error=str(exc), fatal=True)
+            return
         outcome = {
             None: Outcome.SUCCEEDED if done.exit_code == 0 else Outcome.FAILED,
             "timeout": Outcome.TIMED_OUT,

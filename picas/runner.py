@@ -78,7 +78,11 @@ def tail(path: Path, cap: int) -> tuple[bytes, int]:
 
 def run(token: dict, options: RunOptions, timeout: float | None = None,
         should_stop: Callable[[], str | None] | None = None) -> Run:
-    """Run the token's command until it ends, times out or must stop."""
+    """Run the token's command until it ends, times out or must stop.
+
+    A token without a usable command or env raises InvalidToken before
+    anything is started.
+    """
     command, shell = command_of(token)
     env = environment_of(token)
     options.workdir_base.mkdir(parents=True, exist_ok=True)
