@@ -79,9 +79,10 @@ class LeaseKeeper:
         with self._lock:
             return self._held.pop(token_id, None) or self._lost.pop(token_id, None)
 
-    def held(self) -> list[dict]:
+    def get(self, token_id: str) -> dict | None:
+        """Our latest revision of a token still held (renewals change it)."""
         with self._lock:
-            return list(self._held.values())
+            return self._held.get(token_id)
 
     def start(self) -> None:
         if self._thread is None:

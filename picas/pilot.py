@@ -191,8 +191,7 @@ class Pilot:
 
     def _run_next(self) -> None:
         token_id = self.queue.popleft()
-        held = {t["_id"]: t for t in self.keeper.held()}
-        token = held.get(token_id)
+        token = self.keeper.get(token_id)
         if token is None or token_id in self.keeper.lost:
             self.keeper.take(token_id)  # taken over before it started: nothing to record
             return
