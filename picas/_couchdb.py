@@ -8,8 +8,27 @@ out means changing this file alone.
 """
 from __future__ import annotations
 
-import couchdb
-import couchdb.http
+import importlib.metadata
+import sys
+
+# On import, CouchDB-Python asks pkg_resources for its own version, and
+# importing pkg_resources takes 60 ms: more than the rest of a pilot's
+# start-up imports. Hide it during the import (CouchDB-Python then says
+# "?") and ask importlib.metadata instead, which takes about 1 ms.
+_hidden = "pkg_resources" not in sys.modules
+if _hidden:
+    sys.modules["pkg_resources"] = None  # type: ignore[assignment]
+try:
+    import couchdb
+    import couchdb.http
+finally:
+    if _hidden:
+        del sys.modules["pkg_resources"]
+if couchdb.__version__ == "?":
+    try:
+        couchdb.__version__ = importlib.metadata.version("CouchDB")
+    except importlib.metadata.PackageNotFoundError:
+        pass
 
 LegacyHTTPError = couchdb.http.HTTPError
 LegacyConflict = couchdb.http.ResourceConflict

@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -32,6 +33,8 @@ MIN_WINDOW = 50
 #: Take at most a 1/SHARE of the claimable tokens seen, so that one pilot
 #: never hoards work that others could start.
 SHARE = 4
+#: Seconds that a lost race makes a pilot pick its tokens by hash (see _preferred).
+CONTESTED_FOR = 60.0
 
 
 @dataclass
@@ -43,10 +46,10 @@ class Window:
     exhausted: bool
     #: claimable tokens in the whole source, when the source knows
     backlog: int | None = None
-    #: take candidates as a run in this order (the source's cursor depends on it)
+    #: candidates in the source's order, which its cursor depends on
     in_order: bool = False
-    #: others raced for the same rows lately: start the run at a random place
-    spread: bool = False
+    #: others raced for the same rows lately
+    contested: bool = False
 
 
 class Source(Protocol):
@@ -95,7 +98,8 @@ class ChangesSource:
         self.skipped: dict[str, None] = {}
         #: the last window's rows: (id, seq, claimable)
         self._rows: list[tuple[str, object, bool]] = []
-        self._raced = False
+        #: when this pilot last lost a race for a token (monotonic clock)
+        self._lost_at: float | None = None
 
     def fetch(self, db: Database, window: int) -> Window:
         rows = db.changes(since=self.cursor, limit=window, include_docs=True)["results"]
@@ -118,12 +122,14 @@ class ChangesSource:
             self.attempted([])
             if exhausted:
                 docs = self._recheck(db, now, window)
-        return Window(docs, exhausted, in_order=True, spread=self._raced)
+        return Window(docs, exhausted, in_order=True, contested=self._lost_at is not None
+                      and time.monotonic() - self._lost_at < CONTESTED_FOR)
 
     def attempted(self, docs: list[dict], lost: int = 0) -> None:
         """Move the cursor past the window's last attempted row (or all of it,
         when nothing was attempted); remember the claimable rows skipped."""
-        self._raced = lost > 0
+        if lost:
+            self._lost_at = time.monotonic()
         tried = {doc["_id"] for doc in docs}
         for doc_id in tried:
             self.skipped.pop(doc_id, None)
@@ -171,6 +177,26 @@ def _order(candidates: list[dict], rng: random.Random) -> list[dict]:
     """Highest priority first; random within a priority so pilots spread out."""
     rng.shuffle(candidates)
     return sorted(candidates, key=lambda doc: -_priority(doc))
+
+
+def _preferred(candidates: list[dict], pilot_id: str, want: int) -> list[dict]:
+    """The ``want`` candidates this pilot prefers, in their original order.
+
+    Pilots reading the same window would all take its first rows and all
+    but one would lose the race. So once a pilot has lost one, it prefers the tokens
+    whose id hashes closest after its own id's hash on a circle (as in
+    consistent hashing): pilots divide a window between them without
+    talking, and only pilots whose hashes are close compete.
+    """
+    origin = _circle(pilot_id)
+    ranked = sorted(range(len(candidates)),
+                    key=lambda i: (_circle(candidates[i]["_id"]) - origin) % 1.0)
+    return [candidates[i] for i in sorted(ranked[:want])]
+
+
+def _circle(name: str) -> float:
+    """A stable place in [0, 1) for a name (the same in every process)."""
+    return zlib.crc32(name.encode()) / 2 ** 32
 
 
 def _priority(doc: dict) -> float:
@@ -225,12 +251,11 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
         share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
             else max(1, math.ceil(got.backlog / (2 * SHARE)))
         want = min(limit - len(result.tokens), share)
-        if got.in_order:
-            # A run of consecutive candidates; after a lost race, from a
-            # random start, so that pilots reading the same window part ways.
-            ordered = list(candidates.values())
-            start = rng.randrange(max(1, len(ordered) - want + 1)) if got.spread else 0
-            chosen = ordered[start:start + want]
+        if got.in_order and got.contested:
+            chosen = _preferred(list(candidates.values()), holder.pilot_id, want)
+        elif got.in_order:
+            # Alone (as far as we know): a run from the front, skipping nothing.
+            chosen = list(candidates.values())[:want]
         else:
             chosen = _order(list(candidates.values()), rng)[:want]
         picked = [_take(doc, holder, lease_seconds, now) for doc in chosen]

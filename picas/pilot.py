@@ -8,6 +8,7 @@ started are handed back when the pilot stops.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections import deque
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds between checks whether the pool has started using priorities.
 PRIORITY_CHECK = 10.0
+#: The automatic batch claims about this many seconds of work at a time...
+BATCH_SECONDS = 2.0
+#: ...but never more tokens than this, and it grows at most this fast.
+MAX_AUTO_BATCH = 100
+BATCH_GROWTH = 4
 
 @dataclass(frozen=True)
 class PilotOptions:
@@ -29,7 +35,8 @@ class PilotOptions:
     max_time: float | None = None
     max_token_time: float | None = None
     lease: float = claim.DEFAULT_LEASE
-    batch: int = 1
+    #: tokens per claim; None sizes claims from how long tokens take
+    batch: int | None = None
     endless: bool = False
     #: claim from this view (strict priority order) instead of the changes feed
     view: str | None = None
@@ -53,10 +60,42 @@ class PilotOptions:
     retry_for: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.batch < 1:
+        if self.batch is not None and self.batch < 1:
             raise errors.ConfigError("--batch must be at least 1")
         if self.lease < 1:
             raise errors.ConfigError("--lease must be at least 1 second")
+
+
+class BatchSizer:
+    """How many tokens to claim next: a fixed number, or None for automatic.
+
+    Automatic claims take one token at first, as nothing is known yet about
+    how long tokens take, then grow (by BATCH_GROWTH at most per claim)
+    towards BATCH_SECONDS of work at the smoothed run time seen so far. So
+    a million one-second tokens need few requests, while hour-long tokens
+    are still claimed one at a time and none waits in a queue while
+    another pilot is idle.
+    """
+
+    def __init__(self, fixed: int | None = None) -> None:
+        self.fixed = fixed
+        self.size = 1
+        #: smoothed wall time of a token's run, once one has run
+        self.token_seconds: float | None = None
+
+    def ran(self, seconds: float) -> None:
+        if self.token_seconds is None:
+            self.token_seconds = seconds
+        else:
+            self.token_seconds += (seconds - self.token_seconds) / 4
+
+    def next_size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if self.token_seconds is not None:
+            fits = math.ceil(BATCH_SECONDS / max(self.token_seconds, 1e-3))
+            self.size = max(1, min(fits, self.size * BATCH_GROWTH, MAX_AUTO_BATCH))
+        return self.size
 
 
 @dataclass
@@ -94,7 +133,10 @@ class Pilot:
         self.report = PilotReport(pilot_id=self.holder.pilot_id)
         self.started_at = time.monotonic()
         self.changes = claim.ChangesSource()
+        self.workspace = runner.Workspace(options.workdir)
+        self.run_options = runner.RunOptions(options.log_cap, options.grace)
         self._priorities_checked: float | None = None
+        self.batch = BatchSizer(options.batch)
         self._priorities = False
 
     # -- stop conditions ------------------------------------------------------
@@ -153,7 +195,7 @@ class Pilot:
 
     def _fill(self) -> bool:
         """Claim a batch into the queue; True when there is something to run."""
-        limit = self.options.batch
+        limit = self.batch.next_size()
         if self.options.max_tasks is not None:
             limit = min(limit, self.options.max_tasks - self.report.started)
         accept = self._fits if self.options.end_time is not None else None
@@ -210,15 +252,15 @@ class Pilot:
                 return "lease_lost"
             return None
 
-        options = runner.RunOptions(self.options.workdir, self.options.log_cap, self.options.grace)
         try:
-            done = runner.run(token, options, timeout=self._token_timeout(),
-                              should_stop=should_stop)
+            done = runner.run(token, self.workspace, self.run_options,
+                              timeout=self._token_timeout(), should_stop=should_stop)
         except errors.InvalidToken as exc:
             # Raised before anything started: a defect of the token, not a run.
             log.warning("token %s: %s", token_id, exc)
             self._record(token_id, Outcome.FAILED, None, error=str(exc), fatal=True)
             return
+        self.batch.ran(done.end - done.start)
         outcome = {
             None: Outcome.SUCCEEDED if done.exit_code == 0 else Outcome.FAILED,
             "timeout": Outcome.TIMED_OUT,
@@ -281,6 +323,7 @@ class Pilot:
             self.queue.clear()
             self.writer.flush()
         finally:
+            self.workspace.close()
             self.report.late = self.writer.late
             self.report.spooled = self.writer.spooled
             self.report.requests = self.db.transport.request_count

@@ -2,18 +2,19 @@
 
 The command runs through a shell when it is a string and directly when it
 is a list, with the token's ``env`` on top of the pilot's environment, in
-a fresh working directory. Output goes to files (so background children
+an empty working directory. Output goes to files (so background children
 cannot block us); only the tail of each stream, up to a cap, is kept.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 from . import executers
 from .errors import InvalidToken
@@ -24,10 +25,8 @@ NOT_FOUND = 127
 
 @dataclass(frozen=True)
 class RunOptions:
-    workdir_base: Path
     log_cap: int = DEFAULT_LOG_CAP
     grace: float = executers.DEFAULT_GRACE
-    keep_workdir: bool = False
 
 
 @dataclass
@@ -57,26 +56,96 @@ def command_of(token: dict) -> tuple[str | list[str], bool]:
     raise InvalidToken("the token's 'command' must be a non-empty string or a list of strings")
 
 
-def environment_of(token: dict) -> dict[str, str]:
-    env = token.get("env") or {}
-    if not isinstance(env, dict):
-        raise InvalidToken("the token's 'env' must be an object of names to values")
-    merged = dict(os.environ)
-    merged.update({str(k): str(v) for k, v in env.items()})
-    merged["PICAS_TOKEN_ID"] = str(token.get("_id", ""))
-    return merged
+class Workspace:
+    """Where a pilot runs its commands: a folder per token, two output files.
+
+    For a short task, making and removing a folder and two files costs
+    more than the task itself. So the output files are made once and
+    emptied after each command, and a folder that its command left empty
+    is renamed for the next token instead of being removed and made anew:
+    every token still starts in an empty folder named after it. The
+    pilot's environment is copied once, too. Construction does no I/O.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._folder: Path | None = None
+        self._outputs: tuple[IO[bytes], IO[bytes]] | None = None
+        self._environ: dict[str, str] | None = None
+
+    def environment(self, token: dict) -> dict[str, str]:
+        """The pilot's environment with the token's ``env`` on top."""
+        env = token.get("env") or {}
+        if not isinstance(env, dict):
+            raise InvalidToken("the token's 'env' must be an object of names to values")
+        if self._environ is None:
+            self._environ = dict(os.environ)
+        merged = dict(self._environ)
+        merged.update({str(k): str(v) for k, v in env.items()})
+        merged["PICAS_TOKEN_ID"] = str(token.get("_id", ""))
+        return merged
+
+    def folder(self, token_id: object) -> Path:
+        """An empty folder named after the token."""
+        name = f"{_safe(token_id)}-{secrets.token_hex(4)}"
+        if self._folder is not None:
+            self._folder = self._folder.rename(self._folder.with_name(name))
+        else:
+            self.base.mkdir(parents=True, exist_ok=True)
+            self._folder = self.base / name
+            self._folder.mkdir(mode=0o700)
+        return self._folder
+
+    def outputs(self) -> tuple[IO[bytes], IO[bytes]]:
+        """Files for stdout and stderr, empty (unnamed: nothing to clean up after a crash)."""
+        if self._outputs is None:
+            self.base.mkdir(parents=True, exist_ok=True)
+            self._outputs = (tempfile.TemporaryFile(dir=self.base),
+                             tempfile.TemporaryFile(dir=self.base))
+        return self._outputs
+
+    def collect(self, cap: int) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
+        """The tail of each output, ``(data, bytes cut)``, and empty the files again."""
+        out, err = self.outputs()
+        return _take_tail(out, cap), _take_tail(err, cap)
+
+    def tidy(self) -> None:
+        """After a command: keep its folder for the next one only if it was left empty."""
+        if self._folder is not None and any(os.scandir(self._folder)):
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def close(self) -> None:
+        """Remove the folder and the output files."""
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+        if self._outputs is not None:
+            for handle in self._outputs:
+                handle.close()
+            self._outputs = None
 
 
-def tail(path: Path, cap: int) -> tuple[bytes, int]:
-    """The last ``cap`` bytes of ``path`` and how many bytes were cut before them."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        if size > cap:
-            handle.seek(size - cap)
-        return handle.read(), max(0, size - cap)
+def _take_tail(handle: IO[bytes], cap: int) -> tuple[bytes, int]:
+    """Read the last ``cap`` bytes written to ``handle``, then empty it."""
+    fd = handle.fileno()
+    size = os.fstat(fd).st_size
+    cut = max(0, size - cap)
+    chunks, offset = [], cut
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    # The command's descriptors share the file offset: rewind it for the next one.
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return b"".join(chunks), cut
 
 
-def run(token: dict, options: RunOptions, timeout: float | None = None,
+def run(token: dict, workspace: Workspace, options: RunOptions,
+        timeout: float | None = None,
         should_stop: Callable[[], str | None] | None = None) -> Run:
     """Run the token's command until it ends, times out or must stop.
 
@@ -84,39 +153,31 @@ def run(token: dict, options: RunOptions, timeout: float | None = None,
     anything is started.
     """
     command, shell = command_of(token)
-    env = environment_of(token)
-    options.workdir_base.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"{_safe(token.get('_id'))}-", dir=options.workdir_base))
-    out_path, err_path = workdir.with_suffix(".stdout"), workdir.with_suffix(".stderr")
+    env = workspace.environment(token)
+    out, err = workspace.outputs()
+    workdir = workspace.folder(token.get("_id"))
     start = time.time()
     try:
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            try:
-                proc = executers.start(command, shell=shell, stdout=out, stderr=err,
-                                       cwd=workdir, env=env)
-            except (FileNotFoundError, PermissionError) as exc:
-                err.write(f"picas: cannot run {command[0]!r}: {exc.strerror}\n".encode())
-                exit_code, stopped = NOT_FOUND, None
-            else:
-                stopped = executers.wait(proc, timeout=timeout, grace=options.grace,
-                                         should_stop=should_stop)
-                exit_code = proc.returncode
+        try:
+            proc = executers.start(command, shell=shell, stdout=out, stderr=err,
+                                   cwd=workdir, env=env)
+        except (FileNotFoundError, PermissionError) as exc:
+            os.write(err.fileno(), f"picas: cannot run {command[0]!r}: {exc.strerror}\n".encode())
+            exit_code, stopped = NOT_FOUND, None
+        else:
+            stopped = executers.wait(proc, timeout=timeout, grace=options.grace,
+                                     should_stop=should_stop)
+            exit_code = proc.returncode
         end = time.time()
-        stdout, cut_out = tail(out_path, options.log_cap)
-        stderr, cut_err = tail(err_path, options.log_cap)
+        (stdout, cut_out), (stderr, cut_err) = workspace.collect(options.log_cap)
     finally:
-        out_path.unlink(missing_ok=True)
-        err_path.unlink(missing_ok=True)
-        if not options.keep_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        workspace.tidy()
     notes: dict = {}
     for name, data, cut in (("stdout", stdout, cut_out), ("stderr", stderr, cut_err)):
         if cut:
             notes[f"{name}_truncated_bytes"] = cut
         if not _is_utf8(data, cut_start=bool(cut)):
             notes[f"{name}_not_utf8"] = True
-    if options.keep_workdir:
-        notes["workdir"] = str(workdir)
     return Run(exit_code, stopped, start, end, _mark_cut(stdout, cut_out),
                _mark_cut(stderr, cut_err), notes)
 

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import get_netrc_auth
 from urllib3.util.retry import Retry
 
 from . import errors
@@ -98,9 +99,13 @@ class Transport:
     def _open(self) -> requests.Session:
         if self._session is None:
             session = requests.Session()
-            session.verify = self.verify
-            if self.credentials is not None:
-                session.auth = self.credentials
+            # requests reads proxy, CA bundle and netrc settings from the
+            # environment on every request, which costs more than a claim's
+            # own work; every request goes to one server, so read them once.
+            settings = session.merge_environment_settings(self.url, {}, None, self.verify, None)
+            session.proxies, session.verify = settings["proxies"], settings["verify"]
+            session.auth = self.credentials or get_netrc_auth(self.url)
+            session.trust_env = False
             # Retry only failures to connect: nothing was sent, so even a
             # POST is safe to repeat. Read errors are left to the caller.
             retry = Retry(total=2, connect=2, read=0, status=0, other=0,

@@ -299,3 +299,14 @@ def test_racing_processes_claim_each_token_exactly_once(client, db, pilot_env, t
     for pilot, got in claims.items():
         for doc_id in got:
             assert db.get(doc_id)["lease"]["pilot"] == pilot
+
+
+def test_pilots_that_lost_a_race_divide_a_window_between_them():
+    window = [{"_id": f"t{i:04d}"} for i in range(400)]
+    picks = [claim._preferred(window, f"pilot-{n}", 100) for n in range(4)]
+    for pick in picks:
+        assert len(pick) == 100
+        assert pick == sorted(pick, key=lambda doc: doc["_id"])  # the feed's order is kept
+    # Taking the window's front, all four would want the same 100 tokens.
+    covered = {doc["_id"] for pick in picks for doc in pick}
+    assert len(covered) > 250

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import stat
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -139,9 +140,11 @@ def test_verbose_logging_never_shows_the_password(conf):
 
 def test_every_command_has_an_example_in_its_help():
     def walk(group, path):
-        for name, command in group.commands.items():
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
             yield path + [name], command
-            if hasattr(command, "commands"):
+            if isinstance(command, click.Group):
                 yield from walk(command, path + [name])
 
     for path, command in walk(cli, []):

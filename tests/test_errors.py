@@ -7,6 +7,7 @@ import subprocess
 import sys
 import traceback
 import uuid
+from urllib.parse import urlsplit
 
 import couchdb.http
 import pytest
@@ -18,6 +19,7 @@ from picas.clients import CouchDB
 from picas.documents import Task
 from picas.iterators import TaskViewIterator
 from picas.server import free_port
+from picas.database import Database
 from picas.transport import Transport, mask_url, split_credentials
 
 from conftest import ROOT
@@ -263,3 +265,19 @@ def test_importing_picas_configures_no_logging():
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_proxy_settings_in_the_environment_are_followed(couch, db, monkeypatch):
+    """Read once per connection, not per request, but still read."""
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY",
+                 "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+    monkeypatch.setenv("HTTPS_PROXY", dead_proxy)
+    through_proxy = Database(Transport(couch.url, couch.username, couch.password), db.name)
+    with pytest.raises(errors.ConnectionFailed):
+        through_proxy.info()
+    monkeypatch.setenv("NO_PROXY", urlsplit(couch.url).hostname)
+    direct = Database(Transport(couch.url, couch.username, couch.password), db.name)
+    assert direct.info()["db_name"] == db.name

@@ -254,3 +254,42 @@ def test_once_the_pool_uses_priorities_the_highest_runs_first(db, pilot_env, tmp
     run_pilot(pilot_env, "--batch", "1", workdir=tmp_path / "w")
     assert order.read_text().split()[0] == "urgent"
     assert states(db) == {"done": 6}
+
+
+def test_every_token_starts_in_an_empty_folder_with_only_its_own_output(db, pilot_env, tmp_path):
+    add(db, tokens({"a-messy": "touch left-behind; seq 1 20000",
+                    "b-tidy": "ls -A | wc -l; echo b",
+                    "c-next": "ls -A | wc -l; basename $PWD"}))
+    run_pilot(pilot_env, "--batch", "1", workdir=tmp_path / "w")
+    assert db.get_attachment("a-messy", "attempt-1.stdout").endswith(b"19999\n20000\n")
+    assert db.get_attachment("b-tidy", "attempt-1.stdout").split() == [b"0", b"b"]
+    count, name = db.get_attachment("c-next", "attempt-1.stdout").split()
+    assert count == b"0" and name.startswith(b"c-next-")
+    assert list((tmp_path / "w").iterdir()) == []  # nothing left behind
+
+
+def test_automatic_batches_need_few_requests_for_many_short_tokens(db, pilot_env, tmp_path):
+    add(db, tokens({f"t{i:03d}": "true" for i in range(300)}))
+    report = run_pilot(pilot_env, workdir=tmp_path / "w")
+    assert report["started"] == 300 and states(db) == {"done": 300}
+    # Claims of 1, 4, 16, 64, then a quarter of what is left each time (so that
+    # other pilots would get work too): a claim and a result write per batch.
+    # One token at a time would take two requests per token, or more.
+    assert report["requests"] < 100, report
+
+
+def test_automatic_batch_sizes_follow_how_long_tokens_take():
+    from picas.pilot import BatchSizer
+    sizer, sizes = BatchSizer(), []
+    for _ in range(6):
+        sizes.append(sizer.next_size())
+        sizer.ran(0.01)
+    assert sizes == [1, 4, 16, 64, 100, 100]
+    for _ in range(20):
+        sizer.ran(10.0)  # tokens turned long: back to one at a time
+    assert sizer.next_size() == 1
+    slow = BatchSizer()
+    slow.next_size()
+    slow.ran(30.0)
+    assert [slow.next_size() for _ in range(3)] == [1, 1, 1]
+    assert BatchSizer(7).next_size() == 7

@@ -8,6 +8,7 @@ mistakes keep click's exit code 2.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,31 @@ import click
 
 from .. import __version__
 from ..errors import PicasError
-from . import (config_cmd, db_cmd, pilot_cmd, server_cmd, slurm_cmd, status_cmd,
-               tokens_cmd)
 from .common import App, CliError, setup_logging
+
+#: Which module defines each command. A command's module is imported only
+#: when the command runs (or help lists it): every pilot starts a process,
+#: and importing all of them would cost each pilot a tenth of a second.
+COMMAND_MODULES = {
+    "init": "config_cmd", "db": "db_cmd", "views": "db_cmd", "tokens": "tokens_cmd",
+    "logs": "tokens_cmd", "export": "tokens_cmd", "status": "status_cmd",
+    "server": "server_cmd", "pilot": "pilot_cmd", "recover": "pilot_cmd",
+    "pilots": "slurm_cmd", "autopilot": "slurm_cmd",
+}
 
 
 class PicasGroup(click.Group):
-    """Turns picas's errors into one line on stderr."""
+    """Loads commands when needed; turns picas's errors into one line on stderr."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = COMMAND_MODULES.get(cmd_name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        return next(command for command in module.COMMANDS if command.name == cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -72,11 +91,6 @@ def cli(ctx: click.Context, config_path: Path | None, profile: str | None, url: 
     setup_logging(verbose)
     ctx.obj = App(config_path, profile, url, database, username)
 
-
-for _module in (config_cmd, db_cmd, tokens_cmd, status_cmd, server_cmd, pilot_cmd,
-                slurm_cmd):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,25 @@ from .. import lease, pilot, results, slurm
 from .common import App, pass_app, plural
 
 
+class BatchSize(click.ParamType):
+    """A whole number of tokens, or ``auto`` (None)."""
+
+    name = "N|auto"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | None:
+        if value is None or value == "auto":
+            return None
+        try:
+            size = int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            size = 0
+        if size < 1:
+            self.fail(f"{value!r} is neither a whole number of at least 1 nor 'auto'",
+                      param, ctx)
+        return size
+
+
 @click.command("pilot")
 @click.option("--max-tasks", type=click.IntRange(min=1), help="Stop after starting this many tokens.")
 @click.option("--max-time", type=click.FloatRange(min=0), metavar="SECONDS",
@@ -22,9 +41,11 @@ from .common import App, pass_app, plural
 @click.option("--lease", type=click.FloatRange(min=1), metavar="SECONDS",
               help="How long a claim lasts without a heartbeat [default: config, 600]. "
                    "The pilot renews it every third of that while a token runs.")
-@click.option("--batch", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Claim up to this many tokens per request (never more than a quarter "
-                   "of what is claimable, so that other pilots get work too).")
+@click.option("--batch", type=BatchSize(), default="auto", show_default=True, metavar="N|auto",
+              help="Tokens to claim per request, or `auto`: one at first, then about "
+                   f"{pilot.BATCH_SECONDS:g} seconds of work (up to {pilot.MAX_AUTO_BATCH}) as "
+                   "tokens turn out short. Never more than a quarter of what is claimable, "
+                   "so that other pilots get work too.")
 @click.option("--endless", is_flag=True,
               help="When there is no work, wait and poll again (with backoff) instead of exiting.")
 @click.option("--view", default=None,
@@ -50,7 +71,7 @@ from .common import App, pass_app, plural
 @click.option("--json", "as_json", is_flag=True, help="Print the pilot's report as JSON.")
 @pass_app
 def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
-                  max_token_time: float | None, lease: float | None, batch: int,
+                  max_token_time: float | None, lease: float | None, batch: int | None,
                   endless: bool, view: str | None, design_doc: str, tag: str | None,
                   end_time: float | None,
                   margin: float, max_attempts: int | None, workdir: Path | None,

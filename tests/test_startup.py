@@ -1,0 +1,33 @@
+"""A pilot starts quickly: every pilot job pays for its imports."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_a_pilot_loads_neither_other_commands_nor_pkg_resources():
+    code = """if True:
+        import importlib.metadata, json, sys
+        import click
+        from picas.cli import cli
+        command = cli.get_command(click.Context(cli), "pilot")
+        import couchdb
+        loaded = sorted(m for m in sys.modules if m.startswith("picas.cli.") or m == "pkg_resources")
+        print(json.dumps({"name": command.name, "loaded": loaded,
+                          "couchdb": couchdb.__version__,
+                          "installed": importlib.metadata.version("CouchDB")}))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout)
+    assert seen["name"] == "pilot"
+    assert seen["loaded"] == ["picas.cli.common", "picas.cli.pilot_cmd"]
+    # CouchDB-Python still knows its version, without pkg_resources
+    assert seen["couchdb"] == seen["installed"] != "?"
+
+
+def test_pkg_resources_can_still_be_imported_after_picas():
+    code = "import picas, pkg_resources; print(pkg_resources.__name__)"
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "pkg_resources", out.stderr
