@@ -82,12 +82,27 @@ class BatchSizer:
         self.size = 1
         #: smoothed wall time of a token's run, once one has run
         self.token_seconds: float | None = None
+        self.last_seconds = 0.0
 
     def ran(self, seconds: float) -> None:
+        self.last_seconds = seconds
         if self.token_seconds is None:
             self.token_seconds = seconds
         else:
             self.token_seconds += (seconds - self.token_seconds) / 4
+
+    def queue_limit(self) -> int | None:
+        """How many claimed tokens may wait to start, now that more is known
+        about how long they take (None: no limit beyond the claim's own).
+
+        A claim sized for short tokens holds far too much work once tokens
+        turn out long; the surplus is handed back for other pilots. The
+        last run counts at once, so one long token is enough.
+        """
+        if self.fixed is not None or self.token_seconds is None:
+            return None
+        worst = max(self.token_seconds, self.last_seconds, 1e-3)
+        return math.floor(2 * BATCH_SECONDS / worst)
 
     def next_size(self) -> int:
         if self.fixed is not None:
@@ -187,6 +202,7 @@ class Pilot:
                         continue
                     idle = 0.5
                 self._run_next()
+                self._shed()
                 if self.writer.age() >= self.options.flush_interval:
                     self.writer.flush()
         finally:
@@ -210,6 +226,12 @@ class Pilot:
         self.keeper.hold(got.tokens)
         self.queue.extend(token["_id"] for token in got.tokens)
         return bool(got.tokens)
+
+    def _shed(self) -> None:
+        """Hand back the queued tokens that the batch size no longer allows."""
+        keep = self.batch.queue_limit()
+        if keep is not None and len(self.queue) > keep:
+            self._release([self.queue.pop() for _ in range(len(self.queue) - keep)])
 
     def _source(self) -> claim.Source:
         """The view asked for; else the changes feed, or the priority view once

@@ -293,3 +293,26 @@ def test_automatic_batch_sizes_follow_how_long_tokens_take():
     slow.ran(30.0)
     assert [slow.next_size() for _ in range(3)] == [1, 1, 1]
     assert BatchSizer(7).next_size() == 7
+
+
+def test_tokens_that_turn_out_long_are_not_kept_waiting_in_a_queue(db, pilot_env, tmp_path):
+    order = tmp_path / "order"
+    # The first token is quick, so the next claim takes two; the first of those
+    # takes 5 s, longer than a claim is meant to cover, so the other is handed back.
+    add(db, tokens({"a-quick": f"echo a >> {order}", "b-long": f"sleep 5; echo b >> {order}",
+                    **{f"c{i}": f"echo c{i} >> {order}" for i in range(6)}}))
+    report = run_pilot(pilot_env, workdir=tmp_path / "w")
+    assert report["released"] >= 1
+    assert states(db) == {"done": 8}
+    assert all(len(db.get(t)["attempts"]) == 1 for t in ("a-quick", "b-long", "c0"))
+
+
+def test_queue_limits_follow_the_longest_recent_run():
+    from picas.pilot import BatchSizer
+    sizer = BatchSizer()
+    assert sizer.queue_limit() is None  # nothing known yet
+    sizer.ran(0.01)
+    assert sizer.queue_limit() == 400
+    sizer.ran(5.0)
+    assert sizer.queue_limit() == 0  # one long run is enough to hand the queue back
+    assert BatchSizer(10).queue_limit() is None
