@@ -201,6 +201,8 @@ class Pilot:
                         idle = min(idle * 2, self.options.poll_max)
                         continue
                     idle = 0.5
+                if not self.queue:
+                    continue  # lost every race for now: others are busy, work is left
                 self._run_next()
                 self._shed()
                 if self.writer.age() >= self.options.flush_interval:
@@ -210,7 +212,8 @@ class Pilot:
         return self.report
 
     def _fill(self) -> bool:
-        """Claim a batch into the queue; True when there is something to run."""
+        """Claim a batch into the queue; True when there may be something to run
+        (claimed, or lost to other pilots, which shows that work is left)."""
         limit = self.batch.next_size()
         if self.options.max_tasks is not None:
             limit = min(limit, self.options.max_tasks - self.report.started)
@@ -225,7 +228,7 @@ class Pilot:
             return self._fill()
         self.keeper.hold(got.tokens)
         self.queue.extend(token["_id"] for token in got.tokens)
-        return bool(got.tokens)
+        return bool(got.tokens or got.conflicts)
 
     def _shed(self) -> None:
         """Hand back the queued tokens that the batch size no longer allows."""

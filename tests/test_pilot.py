@@ -316,3 +316,26 @@ def test_queue_limits_follow_the_longest_recent_run():
     sizer.ran(5.0)
     assert sizer.queue_limit() == 0  # one long run is enough to hand the queue back
     assert BatchSizer(10).queue_limit() is None
+
+
+def test_a_pilot_that_lost_every_race_comes_back_instead_of_stopping(db, tmp_path, monkeypatch):
+    from picas import claim, pilot
+    add(db, tokens({f"t{i}": "true" for i in range(3)}))
+    real_claim, calls = claim.claim, []
+
+    def unlucky_at_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            return claim.ClaimResult(conflicts=4)  # other pilots won every race
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(claim, "claim", unlucky_at_first)
+    # The pilot routes SIGTERM and SIGINT to its flag: give them back to pytest after.
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = pilot.Pilot(db, pilot.PilotOptions(workdir=tmp_path / "w")).run()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert report.started == 3 and report.stopped_because == "no-work"
+    assert states(db) == {"done": 3}
