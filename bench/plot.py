@@ -20,7 +20,7 @@ def main(source: str, target: str) -> None:
     with open(source) as f:
         results = json.load(f)
     counts = sorted(results["pilots"], key=int)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
     for impl, (label, color, marker) in STYLE.items():
         xs = [int(p) for p in counts if impl in results["pilots"][p]["tokens_per_s"]]
         if not xs:
@@ -43,7 +43,8 @@ def main(source: str, target: str) -> None:
     ax.set_title(f"Draining {config['n']} trivial tokens, pouchdb-server in memory, "
                  f"{results['machine']['cores']} cores", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="center right")
+    # Beside the axes, where no line can run under it.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(target)
 
