@@ -182,10 +182,10 @@ def _order(candidates: list[dict], rng: random.Random) -> list[dict]:
 def _preferred(candidates: list[dict], pilot_id: str, want: int) -> list[dict]:
     """The ``want`` candidates this pilot prefers, in their original order.
 
-    Pilots reading the same window would all take its first rows and all
-    but one would lose the race. So once a pilot has lost one, it prefers the tokens
-    whose id hashes closest after its own id's hash on a circle (as in
-    consistent hashing): pilots divide a window between them without
+    Pilots reading the same window would all take its first rows, and all
+    but one would lose the race. So once a pilot has lost one, it prefers
+    the tokens whose id hashes closest after its own id's hash on a circle
+    (as in consistent hashing): pilots divide a window between them without
     talking, and only pilots whose hashes are close compete.
     """
     origin = _circle(pilot_id)

@@ -110,8 +110,16 @@ class Workspace:
         return _take_tail(out, cap), _take_tail(err, cap)
 
     def tidy(self) -> None:
-        """After a command: keep its folder for the next one only if it was left empty."""
-        if self._folder is not None and any(os.scandir(self._folder)):
+        """After a command: keep its folder for the next one only if it was left empty
+        (and is still there, and readable: commands do odd things to their folder)."""
+        if self._folder is None:
+            return
+        try:
+            with os.scandir(self._folder) as entries:
+                empty = next(entries, None) is None
+        except OSError:
+            empty = False
+        if not empty:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
 

@@ -339,3 +339,11 @@ def test_a_pilot_that_lost_every_race_comes_back_instead_of_stopping(db, tmp_pat
             signal.signal(signum, handler)
     assert report.started == 3 and report.stopped_because == "no-work"
     assert states(db) == {"done": 3}
+
+
+def test_a_command_that_removes_its_own_folder_does_not_upset_the_pilot(db, pilot_env, tmp_path):
+    add(db, tokens({"a-vandal": "rm -rf \"$PWD\"", "b-next": "ls -A | wc -l; pwd"}))
+    report = run_pilot(pilot_env, "--batch", "1", workdir=tmp_path / "w")
+    assert report["outcomes"] == {"succeeded": 2} and states(db) == {"done": 2}
+    count, where = db.get_attachment("b-next", "attempt-1.stdout").split()
+    assert count == b"0" and b"b-next-" in where
