@@ -150,8 +150,8 @@ class Pilot:
         self.changes = claim.ChangesSource()
         self.workspace = runner.Workspace(options.workdir)
         self.run_options = runner.RunOptions(options.log_cap, options.grace)
-        self._priorities_checked: float | None = None
         self.batch = BatchSizer(options.batch)
+        self._priorities_checked: float | None = None
         self._priorities = False
 
     # -- stop conditions ------------------------------------------------------

@@ -89,11 +89,14 @@ class Workspace:
         """An empty folder named after the token."""
         name = f"{_safe(token_id)}-{secrets.token_hex(4)}"
         if self._folder is not None:
-            self._folder = self._folder.rename(self._folder.with_name(name))
-        else:
-            self.base.mkdir(parents=True, exist_ok=True)
-            self._folder = self.base / name
-            self._folder.mkdir(mode=0o700)
+            try:
+                self._folder = self._folder.rename(self._folder.with_name(name))
+                return self._folder
+            except OSError:  # removed behind our back since: make a new one
+                self._folder = None
+        self.base.mkdir(parents=True, exist_ok=True)
+        self._folder = self.base / name
+        self._folder.mkdir(mode=0o700)
         return self._folder
 
     def outputs(self) -> tuple[IO[bytes], IO[bytes]]:

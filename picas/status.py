@@ -79,7 +79,7 @@ def summary(db: Database, running_limit: int = RUNNING_LIMIT,
     result["running"] = running(db, running_limit, now) if result["locked"] else []
     result["errors_by_exit_code"] = errors_by_exit_code(db) if result["error"] else {}
     # Views that would say nothing are not read: on pouchdb-server reading a
-    # view first indexes every change since its last read, minutes at 100,000 tokens.
+    # view first indexes every change since its last read: over a minute at 100,000 tokens.
     per_minute = rate(db, rate_window, now) if result["done"] or result["error"] else 0.0
     remaining = result["todo"] + result["locked"]
     result["rate"] = round(per_minute, 3)

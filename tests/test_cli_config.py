@@ -156,3 +156,13 @@ def test_every_command_has_an_example_in_its_help():
         examples = [line.strip() for line in text.split("Example")[-1].splitlines()
                     if line.strip().startswith("picas ")]
         assert any(" ".join(path) in line for line in examples), path
+
+
+def test_every_command_module_is_mapped_to_exactly_its_commands():
+    import importlib
+
+    from picas.cli import COMMAND_MODULES
+    for module_name in set(COMMAND_MODULES.values()):
+        module = importlib.import_module(f"picas.cli.{module_name}")
+        mapped = {name for name, owner in COMMAND_MODULES.items() if owner == module_name}
+        assert {command.name for command in module.COMMANDS} == mapped, module_name
