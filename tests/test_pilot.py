@@ -14,6 +14,10 @@ from picas.state import TokenState
 from pilots import (add, executions, finish, kill_group, run_pilot, start_pilot, state_of,
                     states, tokens, wait_for)
 
+#: A minute's sleep that only this test session runs (GNU sleep adds up its
+#: arguments), so that cleaning up strays cannot hit another session's tasks.
+LONG_SLEEP = f"sleep 60 0.{os.getpid():07d}"
+
 
 def test_commands_run_through_the_shell_or_directly_with_the_tokens_env(db, pilot_env, tmp_path):
     add(db, tokens({"shell": "echo $GREETING from $(basename $PWD) && pwd > ../where-shell",
@@ -105,7 +109,7 @@ def test_background_children_do_not_hold_the_pilot(db, pilot_env, tmp_path):
 
 def test_a_timeout_kills_the_whole_process_tree(db, pilot_env, tmp_path):
     marker = tmp_path / "grandchild"
-    add(db, tokens({"slow": f"sh -c 'sleep 60 & echo $! > {marker}; wait' ; echo never"}))
+    add(db, tokens({"slow": f"sh -c '{LONG_SLEEP} & echo $! > {marker}; wait' ; echo never"}))
     run_pilot(pilot_env, "--max-token-time", "1", "--grace", "1", workdir=tmp_path / "w")
     token = db.get("slow")
     assert [a["outcome"] for a in token["attempts"]][0] == "timed_out"
@@ -115,7 +119,7 @@ def test_a_timeout_kills_the_whole_process_tree(db, pilot_env, tmp_path):
 
 
 def test_sigterm_puts_the_token_back_in_todo_within_two_seconds(db, pilot_env, tmp_path):
-    add(db, tokens({"long": "sleep 60"}))
+    add(db, tokens({"long": LONG_SLEEP}))
     proc = start_pilot(pilot_env, workdir=tmp_path)
     wait_for(lambda: state_of(db, "long") is TokenState.LOCKED)
     time.sleep(0.5)  # let the command start
@@ -177,7 +181,7 @@ def test_a_late_finisher_does_not_overwrite_the_newer_attempt(db, pilot_env, tmp
 
 
 def test_cancel_reaches_a_running_token_at_its_next_heartbeat(db, pilot_env, tmp_path):
-    add(db, tokens({"t": "sleep 60"}))
+    add(db, tokens({"t": LONG_SLEEP}))
     proc = start_pilot(pilot_env, "--lease", "3", workdir=tmp_path)
     wait_for(lambda: state_of(db, "t") is TokenState.LOCKED)
     for _ in range(5):
@@ -241,7 +245,7 @@ def _alive(pid: int) -> bool:
 @pytest.fixture(autouse=True)
 def _no_stray_sleepers():
     yield
-    subprocess.run(["pkill", "-f", "sleep 60$"], check=False)
+    subprocess.run(["pkill", "-f", f"^{LONG_SLEEP}$"], check=False)
 
 
 def test_once_the_pool_uses_priorities_the_highest_runs_first(db, pilot_env, tmp_path):
