@@ -1,8 +1,9 @@
 """A pilot in upstream PiCaS's documented pattern, on this project's picas.
 
-The same script as ``upstream_actor.py`` apart from the counting, which
-picas does itself: ``client.transport.request_count`` counts every HTTP
-request sent, and the iterator counts the conflicts of its claims.
+The same actor as ``upstream_actor.py`` (``example_actor.py``); only the
+counting differs, which picas does itself: ``client.transport.request_count``
+counts every HTTP request sent, and the iterator counts the conflicts of its
+claims.
 
 Connection settings come from PICAS_URL, PICAS_DATABASE, PICAS_USERNAME and
 PICAS_PASSWORD; the token's command reads its id from PICAS_TOKEN_ID, set
@@ -15,28 +16,10 @@ import sys
 import time
 
 import picas
-from picas.actors import RunActor
 from picas.clients import CouchDB
-from picas.documents import Task
-from picas.executers import execute
-from picas.iterators import TaskViewIterator
 from picas.modifiers import BasicTokenModifier
 
-
-class ExampleActor(RunActor):
-    """Runs each token's command through the shell and closes the token."""
-
-    def __init__(self, db: CouchDB, modifier: BasicTokenModifier, view: str = "todo",
-                 **view_params: object) -> None:
-        super().__init__(db, iterator=TaskViewIterator(db, view, **view_params))
-        self.modifier = modifier
-
-    def process_task(self, token: Task) -> None:
-        os.environ["PICAS_TOKEN_ID"] = token["_id"]
-        out = execute(token["command"], shell=True)
-        self.subprocess = out[0]
-        token["exit_code"] = out[1]
-        self.modifier.close(token)
+from example_actor import ExampleActor
 
 
 def main() -> int:

@@ -28,12 +28,12 @@ import couchdb.http
 from couchdb.http import ResourceConflict
 
 import picas
-from picas.actors import RunActor
 from picas.clients import CouchDB
 from picas.documents import Task
-from picas.executers import execute
 from picas.iterators import TaskViewIterator
 from picas.modifiers import BasicTokenModifier
+
+from example_actor import ExampleActor
 
 # upstream's actors module calls logging.basicConfig(level=INFO) on import and
 # its own logger has a handler: keep only errors, so the benchmark stays readable.
@@ -71,22 +71,6 @@ def flagged_claim(self: TaskViewIterator) -> Task:
 couchdb.http.Session.request = counted_request
 CouchDB.save = counted_save
 TaskViewIterator.claim_task = flagged_claim
-
-
-class ExampleActor(RunActor):
-    """Runs each token's command through the shell and closes the token."""
-
-    def __init__(self, db: CouchDB, modifier: BasicTokenModifier, view: str = "todo",
-                 **view_params: object) -> None:
-        super().__init__(db, iterator=TaskViewIterator(db, view, **view_params))
-        self.modifier = modifier
-
-    def process_task(self, token: Task) -> None:
-        os.environ["PICAS_TOKEN_ID"] = token["_id"]
-        out = execute(token["command"], shell=True)
-        self.subprocess = out[0]
-        token["exit_code"] = out[1]
-        self.modifier.close(token)
 
 
 def main() -> int:
