@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="picas-bench-"))
     upstream_python = envs.upstream_python(workdir / "upstream-venv.log") \
         if UPSTREAM in args.implementations else Path()
+    envs.byte_compile_ours()
     print(f"work folder: {workdir} (removed at the end if all went well)", flush=True)
     local = server.LocalServer(log_path=workdir / "pouchdb-server.log")
     runs: list[CaseResult] = []

@@ -1,18 +1,36 @@
 """picas: a CouchDB token pool for pilot jobs.
 
 Importing picas configures no logging; the ``picas`` command does.
+
+The names below load on first use (PEP 562): ``picas pilot`` imports this
+package too, and a pilot job that never touches the upstream-style API
+should not pay for importing it at every start.
 """
-from .actors import RunActor
-from .clients import CouchDB
-from .documents import Document, Job, Task, User
-from .errors import PicasError
-from .iterators import (EndlessViewIterator, PrioritizedViewIterator, TaskViewIterator,
-                        ViewIterator)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "2.0.0.dev0"
 
-__all__ = [
-    "CouchDB", "Document", "EndlessViewIterator", "Job", "PicasError",
-    "PrioritizedViewIterator", "RunActor", "Task", "TaskViewIterator", "User",
-    "ViewIterator",
-]
+_EXPORTS = {
+    "CouchDB": "clients", "Document": "documents", "Job": "documents", "Task": "documents",
+    "User": "documents", "PicasError": "errors", "RunActor": "actors",
+    "EndlessViewIterator": "iterators", "PrioritizedViewIterator": "iterators",
+    "TaskViewIterator": "iterators", "ViewIterator": "iterators",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'picas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

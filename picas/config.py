@@ -22,13 +22,14 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
-
-import yaml
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .database import Database
 from .errors import ConfigError
 from .transport import Transport, split_credentials
+
+if TYPE_CHECKING:
+    import yaml
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ def default_path() -> Path:
 
 def _line_of(node: yaml.Node | None, *keys: str) -> int | None:
     """The 1-based line of ``keys`` (a path of mapping keys) in a composed YAML tree."""
+    import yaml
+
     line = None
     for key in keys:
         if not isinstance(node, yaml.MappingNode):
@@ -125,14 +128,7 @@ class _File:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the config file {path}: {_reason(exc)}") from None
         self.exists = path.exists()
-        try:
-            self.node = yaml.compose(text)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            problem = getattr(exc, "problem", None) or "not valid YAML"
-            raise ConfigError(f"{where}: {problem} (the config file is not valid YAML)") from None
+        self.node, data = self._parse(path, text) if text else (None, None)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -140,6 +136,19 @@ class _File:
                               f"not a {type(data).__name__}")
         self.data: dict = data
         self.upstream = "host_url" in data and "profiles" not in data
+
+    @staticmethod
+    def _parse(path: Path, text: str) -> tuple[yaml.Node | None, Any]:
+        # Imported here: a pilot without a config file skips PyYAML's import (20 ms).
+        import yaml
+
+        try:
+            return yaml.compose(text), yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ConfigError(f"{where}: {problem} (the config file is not valid YAML)") from None
 
     def error(self, message: str, *keys: str) -> ConfigError:
         line = _line_of(self.node, *keys)
@@ -346,6 +355,8 @@ def write(path: Path | str, settings_or_fields: Settings | Mapping[str, Any],
     # Validate before writing: a file picas cannot load is worse than none.
     Settings(**{k: v for k, v in current.items()})
     data["profiles"] = {**data["profiles"], profile: current}
+    import yaml
+
     text = yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
     _write_private(path, text)
     log.info("wrote profile '%s' to %s", profile, path)
