@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 
 from . import designdocs, state
 from .database import Database
+from .roster import Roster
 from .state import Holder, TokenState
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ MIN_WINDOW = 50
 SHARE = 4
 #: Seconds that a lost race makes a pilot pick its tokens by hash (see _preferred).
 CONTESTED_FOR = 60.0
+#: The most rows one claim reads, however many pilots divide them.
+MAX_WINDOW = 1000
 
 
 @dataclass
@@ -219,18 +222,22 @@ def _take(doc: dict, holder: Holder, lease_seconds: float, now: float) -> tuple[
 def claim(db: Database, holder: Holder, *, limit: int = 1,
           lease_seconds: float = DEFAULT_LEASE, source: Source | None = None,
           accept: Callable[[dict], bool] | None = None,
-          rounds: int = 5, rng: random.Random | None = None) -> ClaimResult:
+          rounds: int = 5, rng: random.Random | None = None,
+          roster: Roster | None = None) -> ClaimResult:
     """Lock up to ``limit`` claimable tokens for ``holder``.
 
     Returns the locked tokens (with their new ``_rev``); an empty result
     means there is nothing to claim now, a normal outcome. ``accept`` can
     skip candidates (for example tokens that would not fit in the walltime
     left). ``source`` defaults to the ``Pilot/todo_by_priority`` view.
+    With a ``roster``, pilots that race for the same feed rows divide them.
     """
     rng = rng or random.Random()
     source = source or ViewSource()
     result = ClaimResult()
-    window = max(MIN_WINDOW, SHARE * limit)
+    # With N pilots dividing a window, a pilot owns about 1/N of it.
+    divided = roster.size if roster is not None else 1
+    window = min(max(MIN_WINDOW, SHARE * limit, divided * limit), MAX_WINDOW)
     lost_rounds = stale_windows = 0
     while lost_rounds < rounds and stale_windows < rounds:
         got = source.fetch(db, window)
@@ -251,7 +258,11 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
         share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
             else max(1, math.ceil(got.backlog / (2 * SHARE)))
         want = min(limit - len(result.tokens), share)
-        if got.in_order and got.contested:
+        owned = roster.owned(db, list(candidates.values())) \
+            if got.in_order and got.contested and roster is not None else []
+        if owned:
+            chosen = owned[:limit - len(result.tokens)]
+        elif got.in_order and got.contested:
             chosen = _preferred(list(candidates.values()), holder.pilot_id, want)
         elif got.in_order:
             # Alone (as far as we know): a run from the front, skipping nothing.
@@ -260,7 +271,10 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
             chosen = _order(list(candidates.values()), rng)[:want]
         picked = [_take(doc, holder, lease_seconds, now) for doc in chosen]
         outcomes = db.bulk_docs([doc for doc, _ in picked])
-        source.attempted(chosen, lost=sum("error" in o for o in outcomes))
+        lost = sum("error" in o for o in outcomes)
+        source.attempted(chosen, lost=lost)
+        if lost and roster is not None:
+            roster.lost_race()
         for (doc, recovered), outcome in zip(picked, outcomes):
             if "error" in outcome:
                 result.conflicts += 1

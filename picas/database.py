@@ -12,9 +12,10 @@ from .transport import Transport
 
 
 def doc_path(doc_id: str) -> list[str]:
-    """Path segments for a document id (design documents keep their slash)."""
-    if doc_id.startswith("_design/"):
-        return ["_design", doc_id[len("_design/"):]]
+    """Path segments for a document id (design and local documents keep their slash)."""
+    for prefix in ("_design/", "_local/"):
+        if doc_id.startswith(prefix):
+            return [prefix[:-1], doc_id[len(prefix):]]
     return [doc_id]
 
 

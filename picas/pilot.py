@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import claim, designdocs, errors, lease, pool, results, runner, shutdown, state
+from . import claim, designdocs, errors, lease, pool, results, roster, runner, shutdown, state
 from .database import Database
 from .state import Holder, Outcome
 
@@ -148,6 +148,7 @@ class Pilot:
         self.report = PilotReport(pilot_id=self.holder.pilot_id)
         self.started_at = time.monotonic()
         self.changes = claim.ChangesSource()
+        self.roster = roster.Roster(self.holder.pilot_id)
         self.workspace = runner.Workspace(options.workdir)
         self.run_options = runner.RunOptions(options.log_cap, options.grace)
         self.batch = BatchSizer(options.batch)
@@ -220,7 +221,7 @@ class Pilot:
         accept = self._fits if self.options.end_time is not None else None
         source = self._source()
         got = claim.claim(self.db, self.holder, limit=limit, lease_seconds=self.options.lease,
-                          source=source, accept=accept)
+                          source=source, accept=accept, roster=self.roster)
         self.report.claimed += len(got.tokens)
         self.report.conflicts += got.conflicts
         self.report.recovered += got.recovered
@@ -347,6 +348,7 @@ class Pilot:
             self._release(list(self.queue))
             self.queue.clear()
             self.writer.flush()
+            self.roster.leave(self.db)
         finally:
             self.workspace.close()
             self.report.late = self.writer.late

@@ -11,10 +11,12 @@ import time
 import pytest
 
 from picas import claim, state
+from picas import roster as roster_module
 from picas.clients import CouchDB
 from picas.database import Database
 from picas.documents import Task
 from picas.iterators import TaskViewIterator
+from picas.roster import ROSTER_ID, Roster
 from picas.state import Holder, TokenState
 
 T_DONE = 1_700_000_100
@@ -310,3 +312,53 @@ def test_pilots_that_lost_a_race_divide_a_window_between_them():
     # Taking the window's front, all four would want the same 100 tokens.
     covered = {doc["_id"] for pick in picks for doc in pick}
     assert len(covered) > 250
+
+
+# -- pilots on a roster divide contested windows ---------------------------------
+
+def _contested_source() -> claim.ChangesSource:
+    source = claim.ChangesSource()
+    source.attempted([], lost=1)  # as after a lost race
+    return source
+
+
+def _joined(db: Database, *pilot_ids: str) -> list[Roster]:
+    """Rosters of pilots that all joined, each knowing all the others."""
+    for pilot_id in pilot_ids:
+        Roster(pilot_id).members(db)
+    rosters = [Roster(pilot_id) for pilot_id in pilot_ids]
+    for roster in rosters:
+        roster.members(db)  # joins again, reading everyone
+    return rosters
+
+
+def test_pilots_on_a_roster_claim_disjoint_shares_without_a_race(client, db):
+    ids = _make_tokens(client, 200)
+    first, second = _joined(db, "pilot-a", "pilot-b")
+    assert first.members(db) == second.members(db) == ["pilot-a", "pilot-b"]
+    got = [claim.claim(db, Holder(r.pilot_id, "h"), limit=150, source=_contested_source(),
+                       roster=r) for r in (first, second)]
+    mine = [{doc["_id"] for doc in result.tokens} for result in got]
+    assert [result.conflicts for result in got] == [0, 0]
+    assert mine[0].isdisjoint(mine[1]) and mine[0] | mine[1] == set(ids)
+    # Many points per pilot keep the shares close to even.
+    assert all(60 <= len(share) <= 140 for share in mine), [len(share) for share in mine]
+
+
+def test_a_pilot_that_leaves_or_goes_silent_drops_off_the_roster(db):
+    db.put({"_id": ROSTER_ID, "pilots": {"ghost": time.time() - 2 * roster_module.STALE}})
+    staying, leaving = _joined(db, "pilot-a", "pilot-b")
+    assert staying.members(db) == ["pilot-a", "pilot-b"]  # the silent one is gone
+    leaving.leave(db)
+    assert set(db.get(ROSTER_ID)["pilots"]) == {"pilot-a"}
+    staying.lost_race()  # a lost race makes it read the roster again, soon
+    assert staying.members(db) == ["pilot-a", "pilot-b"]
+    time.sleep(roster_module.MIN_REREAD + 0.1)
+    assert staying.members(db) == ["pilot-a"]
+
+
+def test_the_roster_stays_out_of_the_changes_feed(client, db):
+    _make_tokens(client, 3)
+    _joined(db, "pilot-a")
+    rows = db.changes(since=0)["results"]
+    assert len(rows) >= 3 and all(not row["id"].startswith("_local/") for row in rows)
