@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from . import designdocs, state
+from . import designdocs, errors, state
 from .database import Database
 from .roster import Roster
 from .state import Holder, TokenState
@@ -36,6 +36,8 @@ MIN_WINDOW = 50
 SHARE = 4
 #: Seconds that a lost race makes a pilot pick its tokens by hash (see _preferred).
 CONTESTED_FOR = 60.0
+#: Where pilots say how far they found nothing claimable (see ChangesSource).
+SCANNED_ID = "_local/picas.scanned"
 #: The most rows one claim reads, however many pilots divide them.
 MAX_WINDOW = 1000
 
@@ -91,10 +93,22 @@ class ChangesSource:
     that this pilot skipped are remembered; and locked rows are watched
     until their lease runs out. When the feed is exhausted, the remembered
     and the expired ones are read again, in one request.
+
+    Each pilot reads every row, then, including all the rows that the
+    other pilots wrote: at the end of a drain, every pilot reads every
+    finished token once more before it can tell that nothing is left.
+    With ``share_scans``, a pilot that read the whole feed and found nothing
+    claimable says up to where in a ``_local`` document, and pilots that are
+    reading finished rows jump there. That is safe because a document sits
+    at its last change: every row up to that point was read in its current
+    revision by the pilot that wrote it, and found not claimable (save a
+    lease that runs out later, which only pilots that stay on would watch;
+    so only pilots that stop when the pool is empty share their scans).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, share_scans: bool = False) -> None:
         self.cursor: object = 0
+        self.share_scans = share_scans
         #: locked tokens behind the cursor: id -> when their lease expires
         self.watch: dict[str, float] = {}
         #: claimable tokens behind the cursor that this pilot skipped (in order)
@@ -103,8 +117,18 @@ class ChangesSource:
         self._rows: list[tuple[str, object, bool]] = []
         #: when this pilot last lost a race for a token (monotonic clock)
         self._lost_at: float | None = None
+        #: the last read found nothing claimable: it read rows others wrote
+        self._in_tail = False
+        #: when the feed was last read (wall clock, to compare with others')
+        self._read_at = 0.0
+        #: the shared scan's revision, and the last seq shared or jumped to
+        self._scan_rev: str | None = None
+        self._scan_seq: object = None
 
     def fetch(self, db: Database, window: int) -> Window:
+        if self.share_scans and self._in_tail:
+            self._catch_up(db)
+        self._read_at = time.time()
         rows = db.changes(since=self.cursor, limit=window, include_docs=True)["results"]
         now = time.time()
         docs, self._rows = [], []
@@ -121,23 +145,59 @@ class ChangesSource:
             if state.classify(doc) is TokenState.LOCKED and isinstance(expires, (int, float)):
                 self.watch[row["id"]] = expires
         exhausted = len(rows) < window
+        self._in_tail = not docs
         if not docs:
             self.attempted([])
             if exhausted:
                 docs = self._recheck(db, now, window)
-        return Window(docs, exhausted, in_order=True, contested=self._lost_at is not None
-                      and time.monotonic() - self._lost_at < CONTESTED_FOR)
+                if not docs and not self.skipped and self.share_scans:
+                    self._share(db)
+        return Window(docs, exhausted, in_order=True, contested=self._contested())
+
+    def _contested(self) -> bool:
+        """Whether this pilot lost a race lately: others read the same rows."""
+        return self._lost_at is not None and time.monotonic() - self._lost_at < CONTESTED_FOR
+
+    def _catch_up(self, db: Database) -> None:
+        """Jump to where another pilot found nothing claimable, if that came
+        after this pilot's last read (and so lies ahead of its cursor)."""
+        scan = db.find(SCANNED_ID)
+        if scan is None:
+            return
+        self._scan_rev = scan.get("_rev")
+        seq, at = scan.get("seq"), scan.get("at")
+        if seq is None or seq == self._scan_seq or not isinstance(at, (int, float)) \
+                or at <= self._read_at:
+            return
+        self._scan_seq = self.cursor = seq
+
+    def _share(self, db: Database) -> None:
+        """Say that nothing up to the cursor is claimable (best effort)."""
+        if self.cursor == self._scan_seq:
+            return
+        scan = {"_id": SCANNED_ID, "seq": self.cursor, "at": time.time()}
+        if self._scan_rev:
+            scan["_rev"] = self._scan_rev
+        try:
+            self._scan_rev = db.put(scan)
+            self._scan_seq = self.cursor
+        except errors.Conflict:
+            pass  # another pilot shared meanwhile, maybe further on: leave it
 
     def attempted(self, docs: list[dict], lost: int = 0) -> None:
         """Move the cursor past the window's last attempted row (or all of it,
-        when nothing was attempted); remember the claimable rows skipped."""
+        when nothing was attempted or pilots divide it); remember the
+        claimable rows skipped."""
         if lost:
             self._lost_at = time.monotonic()
         tried = {doc["_id"] for doc in docs}
         for doc_id in tried:
             self.skipped.pop(doc_id, None)
-        last = max((i for i, (doc_id, _, _) in enumerate(self._rows) if doc_id in tried),
-                   default=len(self._rows) - 1)
+        # Alone, a pilot comes back for the rest of a window; sharing it, the
+        # rest is others' share, and reading it again would cost a read per claim.
+        last = len(self._rows) - 1 if self._contested() else \
+            max((i for i, (doc_id, _, _) in enumerate(self._rows) if doc_id in tried),
+                default=len(self._rows) - 1)
         for doc_id, seq, ok in self._rows[:last + 1]:
             if ok and doc_id not in tried:
                 self.skipped[doc_id] = None

@@ -94,10 +94,7 @@ class Roster:
         return mine
 
     def _read(self, db: Database) -> tuple[dict, dict]:
-        try:
-            doc = db.get(ROSTER_ID)
-        except errors.DocumentNotFound:
-            doc = {"_id": ROSTER_ID}
+        doc = db.find(ROSTER_ID) or {"_id": ROSTER_ID}
         pilots = doc.get("pilots")
         return (pilots if isinstance(pilots, dict) else {}), doc
 

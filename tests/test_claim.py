@@ -362,3 +362,51 @@ def test_the_roster_stays_out_of_the_changes_feed(client, db):
     _joined(db, "pilot-a")
     rows = db.changes(since=0)["results"]
     assert len(rows) >= 3 and all(not row["id"].startswith("_local/") for row in rows)
+
+
+def test_a_pilot_sharing_a_window_reads_it_once():
+    rows = [{"id": f"t{i:04d}", "seq": i + 1, "doc": {"_id": f"t{i:04d}", "type": "token",
+                                                      "lock": 0, "done": 0}} for i in range(100)]
+
+    class Feed:
+        def changes(self, since, limit, include_docs):
+            return {"results": [row for row in rows if row["seq"] > since][:limit]}
+
+    alone, sharing = claim.ChangesSource(), _contested_source()
+    for source in (alone, sharing):
+        first = source.fetch(Feed(), 60)
+        source.attempted(first.docs[:1])  # took its one token near the front
+    # Alone, it comes back for the rest of the window; sharing, the rest is others'.
+    assert alone.fetch(Feed(), 60).docs[0]["_id"] == "t0001"
+    assert sharing.fetch(Feed(), 60).docs[0]["_id"] == "t0060"
+    assert len(sharing.skipped) == 59  # still remembered, in case nobody takes them
+
+
+# -- pilots that stop when the pool is empty share their scans -----------------------
+
+def _finished(client: CouchDB, n: int) -> None:
+    _make_tokens(client, n, lock=T_DONE, done=T_DONE, exit_code=0)
+
+
+def test_a_pilot_in_finished_rows_jumps_to_where_another_found_nothing(client, db):
+    _finished(client, 60)
+    behind, ahead = claim.ChangesSource(share_scans=True), claim.ChangesSource(share_scans=True)
+    assert behind.fetch(db, 10).docs == []  # now reading finished rows
+    assert ahead.fetch(db, 100).docs == [] and ahead.fetch(db, 100).exhausted
+    assert db.get(claim.SCANNED_ID)["seq"] == ahead.cursor
+    reads = db.transport.request_count
+    window = behind.fetch(db, 10)
+    assert (window.docs, window.exhausted, behind.cursor) == ([], True, ahead.cursor)
+    assert db.transport.request_count - reads == 2  # the shared scan, then an empty read
+    # Whatever becomes claimable later sits past the shared point, and is found.
+    assert client.save_documents([Task({"_id": "later"})]) == [True]
+    assert [doc["_id"] for doc in behind.fetch(db, 10).docs] == ["later"]
+
+
+def test_a_scan_that_left_tokens_behind_is_not_shared(client, db):
+    _make_tokens(client, 5)
+    source = claim.ChangesSource(share_scans=True)
+    source.fetch(db, 10)
+    source.attempted([])  # passed over all five without taking one: they are skipped
+    assert source.fetch(db, 10).docs  # at the end of the feed, the skipped come back
+    assert db.find(claim.SCANNED_ID) is None
