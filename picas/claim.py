@@ -106,9 +106,10 @@ class ChangesSource:
     so only pilots that stop when the pool is empty share their scans).
     """
 
-    def __init__(self, share_scans: bool = False) -> None:
+    def __init__(self, share_scans: bool = False, roster: Roster | None = None) -> None:
         self.cursor: object = 0
         self.share_scans = share_scans
+        self.roster = roster
         #: locked tokens behind the cursor: id -> when their lease expires
         self.watch: dict[str, float] = {}
         #: claimable tokens behind the cursor that this pilot skipped (in order)
@@ -148,7 +149,14 @@ class ChangesSource:
         self._in_tail = not docs
         if not docs:
             self.attempted([])
-            if exhausted:
+            # Skipped rows that are this pilot's own (beyond a claim's limit, or
+            # while pilots knew different rosters) would wait for the end of
+            # the feed, behind every row that others wrote: ask for them now.
+            mine = [doc_id for doc_id in self.skipped if self.roster.owns(doc_id)] \
+                if self.roster is not None and self.roster.size > 1 else []
+            if mine:
+                docs = self._recheck(db, now, window, mine)
+            if not docs and exhausted:
                 docs = self._recheck(db, now, window)
                 if not docs and not self.skipped and self.share_scans:
                     self._share(db)
@@ -203,9 +211,14 @@ class ChangesSource:
                 self.skipped[doc_id] = None
             self.cursor = seq
 
-    def _recheck(self, db: Database, now: float, window: int) -> list[dict]:
-        due = [doc_id for doc_id, expires in self.watch.items() if expires < now]
-        keys = (list(self.skipped) + due)[:window]
+    def _recheck(self, db: Database, now: float, window: int,
+                  keys: list[str] | None = None) -> list[dict]:
+        """Read again the given skipped rows, or all skipped rows and the
+        watched ones whose lease ran out."""
+        if keys is None:
+            due = [doc_id for doc_id, expires in self.watch.items() if expires < now]
+            keys = list(self.skipped) + due
+        keys = keys[:window]
         if not keys:
             return []
         rows = db.all_docs(keys=keys, include_docs=True)["rows"]
@@ -295,9 +308,12 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
     rng = rng or random.Random()
     source = source or ViewSource()
     result = ClaimResult()
-    # With N pilots dividing a window, a pilot owns about 1/N of it.
-    divided = roster.size if roster is not None else 1
-    window = min(max(MIN_WINDOW, SHARE * limit, divided * limit), MAX_WINDOW)
+    if roster is not None and roster.size > 1:
+        # Read about as many rows as hold this pilot's share of the claim, a
+        # little less: what it owns beyond the limit would wait for the end.
+        window = min(max(MIN_WINDOW, math.ceil(0.8 * limit / roster.share)), MAX_WINDOW)
+    else:
+        window = max(MIN_WINDOW, SHARE * limit)
     lost_rounds = stale_windows = 0
     while lost_rounds < rounds and stale_windows < rounds:
         got = source.fetch(db, window)

@@ -147,11 +147,11 @@ class Pilot:
         self.queue: deque[str] = deque()
         self.report = PilotReport(pilot_id=self.holder.pilot_id)
         self.started_at = time.monotonic()
+        self.roster = roster.Roster(self.holder.pilot_id)
         # Only pilots that stop when the pool is empty share their scans (see ChangesSource);
         # and not with --end-time, which passes over tokens too long for this pilot.
         self.changes = claim.ChangesSource(
-            share_scans=not options.endless and options.end_time is None)
-        self.roster = roster.Roster(self.holder.pilot_id)
+            share_scans=not options.endless and options.end_time is None, roster=self.roster)
         self.workspace = runner.Workspace(options.workdir)
         self.run_options = runner.RunOptions(options.log_cap, options.grace)
         self.batch = BatchSizer(options.batch)

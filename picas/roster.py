@@ -78,6 +78,17 @@ class Roster:
         """How many pilots this pilot knows of (itself included)."""
         return len(self._points) // POINTS
 
+    @property
+    def share(self) -> float:
+        """The fraction of the circle, and so of any window, this pilot owns."""
+        points = self._points
+        owned = 0.0
+        for i, (start, name) in enumerate(points):
+            if name == self.pilot_id:
+                end = points[i + 1][0] if i + 1 < len(points) else points[0][0] + 1.0
+                owned += end - start
+        return owned
+
     def owned(self, db: Database, docs: list[dict]) -> list[dict]:
         """The documents that belong to this pilot, in their order (the
         roster is read first when due)."""
@@ -85,13 +96,13 @@ class Roster:
             self.members(db)
         except errors.Conflict:
             pass  # the roster is busy: divide by what is known
+        return [doc for doc in docs if self.owns(doc["_id"])]
+
+    def owns(self, doc_id: str) -> bool:
+        """Whether a token belongs to this pilot, as far as it knows now."""
         points = self._points
-        mine = []
-        for doc in docs:
-            i = bisect.bisect_right(points, (point(doc["_id"]), "\uffff")) - 1
-            if points[i][1] == self.pilot_id:  # i == -1 wraps around to the last
-                mine.append(doc)
-        return mine
+        i = bisect.bisect_right(points, (point(doc_id), "\uffff")) - 1
+        return points[i][1] == self.pilot_id  # i == -1 wraps around to the last
 
     def _read(self, db: Database) -> tuple[dict, dict]:
         doc = db.find(ROSTER_ID) or {"_id": ROSTER_ID}

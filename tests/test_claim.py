@@ -410,3 +410,28 @@ def test_a_scan_that_left_tokens_behind_is_not_shared(client, db):
     source.attempted([])  # passed over all five without taking one: they are skipped
     assert source.fetch(db, 10).docs  # at the end of the feed, the skipped come back
     assert db.find(claim.SCANNED_ID) is None
+
+
+def test_shares_of_a_roster_add_up_to_the_whole(db):
+    rosters = _joined(db, *(f"pilot-{n}" for n in range(8)))
+    assert sum(r.share for r in rosters) == pytest.approx(1.0)
+    assert all(0.05 < r.share < 0.25 for r in rosters), [r.share for r in rosters]
+    ids = [f"t{i:04d}" for i in range(500)]
+    assert sorted(i for r in rosters for i in ids if r.owns(i)) == ids
+
+
+def test_a_pilot_asks_for_its_own_skipped_tokens_before_reading_others_rows(client, db):
+    before = len(db.changes(since=0)["results"])  # the design documents
+    _make_tokens(client, 40)
+    client.save_documents([Task({"_id": f"z{i:03d}", "lock": T_DONE, "done": T_DONE,
+                                 "exit_code": 0}) for i in range(30)])
+    mine, other = _joined(db, "pilot-a", "pilot-b")
+    source = claim.ChangesSource(roster=mine)
+    source.attempted([], lost=1)
+    first = source.fetch(db, before + 40)  # the 40 todo tokens, of both pilots
+    assert len(first.docs) == 40
+    source.attempted(first.docs[:1])  # it took one: the rest stay skipped
+    again = source.fetch(db, 30)  # finished rows only, as far as it can tell not the last
+    assert not again.exhausted
+    assert {doc["_id"] for doc in again.docs} == \
+        {doc["_id"] for doc in first.docs[1:] if mine.owns(doc["_id"])} != set()
