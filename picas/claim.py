@@ -34,7 +34,8 @@ MIN_WINDOW = 50
 #: Take at most a 1/SHARE of the claimable tokens seen, so that one pilot
 #: never hoards work that others could start.
 SHARE = 4
-#: Seconds that a lost race makes a pilot pick its tokens by hash (see _preferred).
+#: Seconds that a lost race makes a pilot pick its tokens by hash (see _preferred
+#: and picas.roster).
 CONTESTED_FOR = 60.0
 #: Where pilots say how far they found nothing claimable (see ChangesSource).
 SCANNED_ID = "_local/picas.scanned"

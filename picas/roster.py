@@ -1,9 +1,9 @@
 """The pilots working on a pool, so that they can divide contested work.
 
 Pilots that read the same window of the changes feed would all go for
-the same tokens. Knowing each other, they need not: every pilot has a
-point on a circle (a hash of its id), and a token belongs to the pilot
-whose point comes last at or before the token's own point (consistent
+the same tokens. Knowing each other, they need not: every pilot has
+POINTS places on a circle (hashes of its id), and a token belongs to the
+pilot with the nearest place at or before the token's own (consistent
 hashing). Each takes the tokens it owns, so no two pilots race for one
 and none is left over. The list lives in one ``_local`` document, which
 CouchDB keeps out of the changes feed and out of replication.
@@ -51,9 +51,9 @@ class Roster:
         self._read_at = 0.0
         self._stale_view = False
 
-    def members(self, db: Database, now: float | None = None) -> list[str]:
+    def members(self, db: Database) -> list[str]:
         """The pilots on the pool, this one included, re-read when due."""
-        now = time.time() if now is None else now
+        now = time.time()
         if self._joined_at is None or now - self._joined_at > RENEW:
             self._write(db, now, join=True)
         elif now - self._read_at > REREAD or (self._stale_view and now - self._read_at > MIN_REREAD):
