@@ -17,13 +17,12 @@ import logging
 import math
 import random
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from . import designdocs, errors, state
 from .database import Database
-from .roster import Roster
+from .roster import Roster, point
 from .state import Holder, TokenState
 
 log = logging.getLogger(__name__)
@@ -265,15 +264,10 @@ def _preferred(candidates: list[dict], pilot_id: str, want: int) -> list[dict]:
     (as in consistent hashing): pilots divide a window between them without
     talking, and only pilots whose hashes are close compete.
     """
-    origin = _circle(pilot_id)
+    origin = point(pilot_id)
     ranked = sorted(range(len(candidates)),
-                    key=lambda i: (_circle(candidates[i]["_id"]) - origin) % 1.0)
+                    key=lambda i: (point(candidates[i]["_id"]) - origin) % 1.0)
     return [candidates[i] for i in sorted(ranked[:want])]
-
-
-def _circle(name: str) -> float:
-    """A stable place in [0, 1) for a name (the same in every process)."""
-    return zlib.crc32(name.encode()) / 2 ** 32
 
 
 def _priority(doc: dict) -> float:

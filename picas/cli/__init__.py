@@ -92,7 +92,6 @@ def cli(ctx: click.Context, config_path: Path | None, profile: str | None, url: 
     ctx.obj = App(config_path, profile, url, database, username)
 
 
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``picas`` console script."""
     cli.main(args=argv, prog_name="picas")

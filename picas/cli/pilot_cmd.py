@@ -44,8 +44,8 @@ class BatchSize(click.ParamType):
 @click.option("--batch", type=BatchSize(), default="auto", show_default=True, metavar="N|auto",
               help="Tokens to claim per request, or `auto`: one at first, then about "
                    f"{pilot.BATCH_SECONDS:g} seconds of work (up to {pilot.MAX_AUTO_BATCH}) as "
-                   "tokens turn out short. Never more than a quarter of what is claimable, "
-                   "so that other pilots get work too.")
+                   "tokens turn out short. Never more than a quarter of what is claimable "
+                   "(next to other pilots, its own share of it), so that they get work too.")
 @click.option("--endless", is_flag=True,
               help="When there is no work, wait and poll again (with backoff) instead of exiting.")
 @click.option("--view", default=None,
