@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from . import designdocs, errors, state
+from . import designdocs, errors, shutdown, state
 from .database import Database
 from .roster import Roster, point
 from .state import Holder, TokenState
@@ -40,6 +40,12 @@ CONTESTED_FOR = 60.0
 SCANNED_ID = "_local/picas.scanned"
 #: The most rows one claim reads, however many pilots divide them.
 MAX_WINDOW = 1000
+#: Seconds a pilot waits for another that says it scans the feed, without news.
+SCAN_STALE = 2.0
+#: Seconds between looks at the shared scan while another pilot scans.
+SCAN_POLL = 0.05
+#: A scan that ends with more claimable tokens than this is not shared.
+MAX_OPEN = 1000
 
 
 @dataclass
@@ -97,13 +103,16 @@ class ChangesSource:
     Each pilot reads every row, then, including all the rows that the
     other pilots wrote: at the end of a drain, every pilot reads every
     finished token once more before it can tell that nothing is left.
-    With ``share_scans``, a pilot that read the whole feed and found nothing
-    claimable says up to where in a ``_local`` document, and pilots that are
-    reading finished rows jump there. That is safe because a document sits
-    at its last change: every row up to that point was read in its current
-    revision by the pilot that wrote it, and found not claimable (save a
-    lease that runs out later, which only pilots that stay on would watch;
-    so only pilots that stop when the pool is empty share their scans).
+    With ``share_scans``, a pilot that read the whole feed says in a
+    ``_local`` document "nothing up to ``seq`` is claimable but the ``open``
+    tokens", and pilots that are reading finished rows jump there and take
+    the open tokens on. That is safe because a document sits at its last
+    change: a token that becomes claimable later moves past that point
+    (save a lease that runs out later, which only pilots that stay on
+    would watch; so only pilots that stop when the pool is empty share
+    their scans). Pilots run out of work at about the same time, so a
+    pilot that reads on among finished rows says so in the same document,
+    and the others wait for its scan rather than read the same rows at once.
     """
 
     def __init__(self, share_scans: bool = False, roster: Roster | None = None) -> None:
@@ -122,9 +131,14 @@ class ChangesSource:
         self._in_tail = False
         #: when the feed was last read (wall clock, to compare with others')
         self._read_at = 0.0
-        #: the shared scan's revision, and the last seq shared or jumped to
-        self._scan_rev: str | None = None
+        #: the shared scan as last read or written, and the last seq shared or jumped to
+        self._scan: dict = {}
         self._scan_seq: object = None
+        #: this pilot says in the shared scan that it is reading the end of the feed
+        self._scanning = False
+        #: the shared scan's revision as first seen, and when (monotonic clock)
+        self._seen_rev: str | None = None
+        self._seen_at = 0.0
 
     def fetch(self, db: Database, window: int) -> Window:
         if self.share_scans and self._in_tail:
@@ -153,44 +167,92 @@ class ChangesSource:
             # while pilots knew different rosters) would wait for the end of
             # the feed, behind every row that others wrote: ask for them now.
             mine = [doc_id for doc_id in self.skipped if self.roster.owns(doc_id)] \
-                if self.roster is not None and self.roster.size > 1 else []
+                if self._crowded() else []
             if mine:
                 docs = self._recheck(db, now, window, mine)
             if not docs and exhausted:
                 docs = self._recheck(db, now, window)
-                if not docs and not self.skipped and self.share_scans:
-                    self._share(db)
+                if self.share_scans:
+                    self._share(db, docs)
+        if docs and self._scanning:
+            self._write_scan(db, scanner=None)  # found work: others scan for themselves
         return Window(docs, exhausted, in_order=True, contested=self._contested())
+
+    def _crowded(self) -> bool:
+        return self.roster is not None and self.roster.size > 1
 
     def _contested(self) -> bool:
         """Whether this pilot lost a race lately: others read the same rows."""
         return self._lost_at is not None and time.monotonic() - self._lost_at < CONTESTED_FOR
 
     def _catch_up(self, db: Database) -> None:
-        """Jump to where another pilot found nothing claimable, if that came
-        after this pilot's last read (and so lies ahead of its cursor)."""
-        scan = db.find(SCANNED_ID)
-        if scan is None:
-            return
-        self._scan_rev = scan.get("_rev")
-        seq, at = scan.get("seq"), scan.get("at")
+        """Jump to where another pilot's scan ended; while another pilot is
+        scanning, wait for its end rather than read the same rows at once.
+
+        Pilots run out of work at about the same time, and each would read
+        every row the others wrote. Next to others, a pilot that reads on
+        says so in the shared document (again at every window) and the rest
+        wait; a scanner silent for SCAN_STALE seconds (of the waiter's own
+        clock) is passed over.
+        """
+        me = self.roster.pilot_id if self.roster is not None else None
+        while True:
+            scan = db.find(SCANNED_ID) or {}
+            self._scan = scan
+            if self._jump(scan) or shutdown.requested.is_set():
+                return
+            rev, now = scan.get("_rev"), time.monotonic()
+            if rev != self._seen_rev:
+                self._seen_rev, self._seen_at = rev, now
+            if scan.get("scanner") not in (None, me) and now - self._seen_at < SCAN_STALE:
+                shutdown.requested.wait(SCAN_POLL)
+                continue
+            # Alone (as far as it knows), a pilot does not spend a write on saying so.
+            if not self._crowded() or self._write_scan(db, scanner=me):
+                return
+
+    def _jump(self, scan: dict) -> bool:
+        """Move to the end of a scan shared after this pilot's last read (and
+        so, most likely, ahead of its cursor)."""
+        seq, at, open_ids = scan.get("seq"), scan.get("at"), scan.get("open") or []
         if seq is None or seq == self._scan_seq or not isinstance(at, (int, float)) \
                 or at <= self._read_at:
-            return
+            return False
         self._scan_seq = self.cursor = seq
+        # When the scan ended, nothing up to its seq was claimable but the
+        # open tokens: a token claimable now that is not open has changed
+        # since, and so lies ahead. The open ones are this pilot's to recheck.
+        self.skipped = dict.fromkeys(str(doc_id) for doc_id in open_ids)
+        return True
 
-    def _share(self, db: Database) -> None:
-        """Say that nothing up to the cursor is claimable (best effort)."""
-        if self.cursor == self._scan_seq:
+    def _share(self, db: Database, docs: list[dict]) -> None:
+        """Say that nothing up to the cursor is claimable but the tokens
+        still open (best effort: too many open, and the scan is not shared)."""
+        open_ids = list(dict.fromkeys([doc["_id"] for doc in docs] + list(self.skipped)))
+        if len(open_ids) > MAX_OPEN:
+            if self._scanning:
+                self._write_scan(db, scanner=None)
             return
-        scan = {"_id": SCANNED_ID, "seq": self.cursor, "at": time.time()}
-        if self._scan_rev:
-            scan["_rev"] = self._scan_rev
-        try:
-            self._scan_rev = db.put(scan)
+        if self.cursor == self._scan_seq and not self._scanning:
+            return
+        if self._write_scan(db, seq=self.cursor, at=time.time(), open=open_ids, scanner=None):
             self._scan_seq = self.cursor
+
+    def _write_scan(self, db: Database, **fields: object) -> bool:
+        """Rewrite the shared scan with ``fields``; False when another pilot wrote it first."""
+        doc = {key: value for key, value in self._scan.items() if key in ("seq", "at", "open")}
+        doc.update({key: value for key, value in fields.items() if value is not None})
+        doc["_id"] = SCANNED_ID
+        if self._scan.get("_rev"):
+            doc["_rev"] = self._scan["_rev"]
+        try:
+            db.put(doc)
         except errors.Conflict:
-            pass  # another pilot shared meanwhile, maybe further on: leave it
+            self._scanning = False
+            return False
+        self._scan = doc
+        self._scanning = self.roster is not None and doc.get("scanner") == self.roster.pilot_id
+        return True
 
     def attempted(self, docs: list[dict], lost: int = 0) -> None:
         """Move the cursor past the window's last attempted row (or all of it,

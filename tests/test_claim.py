@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -403,13 +404,55 @@ def test_a_pilot_in_finished_rows_jumps_to_where_another_found_nothing(client, d
     assert [doc["_id"] for doc in behind.fetch(db, 10).docs] == ["later"]
 
 
-def test_a_scan_that_left_tokens_behind_is_not_shared(client, db):
-    _make_tokens(client, 5)
+def test_a_scan_that_left_tokens_behind_shares_them_as_open(client, db):
+    _finished(client, 20)
+    ids = [f"new{i}" for i in range(5)]
+    assert client.save_documents([Task({"_id": i}) for i in ids]) == [True] * 5
+    behind, ahead = claim.ChangesSource(share_scans=True), claim.ChangesSource(share_scans=True)
+    assert behind.fetch(db, 10).docs == []  # now reading finished rows
+    assert len(ahead.fetch(db, 100).docs) == 5
+    ahead.attempted([])  # passed over all five without taking one: they are skipped
+    assert [doc["_id"] for doc in ahead.fetch(db, 100).docs] == ids  # the end: they come back
+    assert db.get(claim.SCANNED_ID)["open"] == ids
+    # The pilot behind jumps to the end of that scan and takes the open ones on.
+    window = behind.fetch(db, 10)
+    assert [doc["_id"] for doc in window.docs] == ids and behind.cursor == ahead.cursor
+
+
+def test_a_pilot_among_finished_rows_waits_for_another_that_scans_them(client, db, couch):
+    _finished(client, 60)
+    mine, other = _joined(db, "pilot-a", "pilot-b")
+    scanner = claim.ChangesSource(share_scans=True, roster=mine)
+    waiter = claim.ChangesSource(share_scans=True, roster=other)
+    waiter_db = Database(couch.transport(), db.name)
+    for source, database in ((scanner, db), (waiter, waiter_db)):
+        assert source.fetch(database, 10).docs == []  # both among finished rows
+    scanner.fetch(db, 10)  # reads on, and says so
+    assert db.get(claim.SCANNED_ID)["scanner"] == "pilot-a"
+    windows: list[claim.Window] = []
+    waiting = threading.Thread(target=lambda: windows.append(waiter.fetch(waiter_db, 10)))
+    before = waiter_db.transport.request_count
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while waiter_db.transport.request_count < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the waiter has looked at the shared scan twice
+    while not scanner.fetch(db, 100).exhausted:
+        pass
+    waiting.join(10)
+    # Without waiting, it would have read the next ten finished rows itself.
+    assert windows and windows[0].exhausted and waiter.cursor == scanner.cursor
+    assert "scanner" not in db.get(claim.SCANNED_ID)
+
+
+def test_a_scanner_that_went_silent_is_passed_over(client, db, monkeypatch):
+    monkeypatch.setattr(claim, "SCAN_STALE", 0.2)
+    _finished(client, 30)
+    db.put({"_id": claim.SCANNED_ID, "scanner": "ghost"})
     source = claim.ChangesSource(share_scans=True)
-    source.fetch(db, 10)
-    source.attempted([])  # passed over all five without taking one: they are skipped
-    assert source.fetch(db, 10).docs  # at the end of the feed, the skipped come back
-    assert db.find(claim.SCANNED_ID) is None
+    assert source.fetch(db, 10).docs == []
+    first = source.cursor
+    assert not source.fetch(db, 10).exhausted
+    assert source.cursor != first  # it read on by itself
 
 
 def test_shares_of_a_roster_add_up_to_the_whole(db):
