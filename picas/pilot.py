@@ -351,7 +351,11 @@ class Pilot:
             self._release(list(self.queue))
             self.queue.clear()
             self.writer.flush()
-            self.roster.leave(self.db)
+            if self.report.stopped_because != "no-work":
+                # With work left, others should own this pilot's share at once. A
+                # pilot that found none leaves it to go stale: at the end of a
+                # drain all pilots would otherwise rewrite the roster at once.
+                self.roster.leave(self.db)
         finally:
             self.workspace.close()
             self.report.late = self.writer.late

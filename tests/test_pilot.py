@@ -9,7 +9,7 @@ import time
 import pytest
 
 from picas import state
-from picas.state import TokenState
+from picas.state import Holder, TokenState
 
 from pilots import (add, executions, finish, kill_group, run_pilot, start_pilot, state_of,
                     states, tokens, wait_for)
@@ -334,15 +334,36 @@ def test_a_pilot_that_lost_every_race_comes_back_instead_of_stopping(db, tmp_pat
         return real_claim(*args, **kwargs)
 
     monkeypatch.setattr(claim, "claim", unlucky_at_first)
-    # The pilot routes SIGTERM and SIGINT to its flag: give them back to pytest after.
+    report = _run_here(pilot.Pilot(db, pilot.PilotOptions(workdir=tmp_path / "w")))
+    assert report.started == 3 and report.stopped_because == "no-work"
+    assert states(db) == {"done": 3}
+
+
+def _run_here(pilot):
+    """Run a pilot in this process; it routes SIGTERM and SIGINT to its flag,
+    so give them back to pytest after."""
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        report = pilot.Pilot(db, pilot.PilotOptions(workdir=tmp_path / "w")).run()
+        return pilot.run()
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-    assert report.started == 3 and report.stopped_because == "no-work"
-    assert states(db) == {"done": 3}
+
+
+def test_a_pilot_leaves_the_roster_only_when_it_stops_with_work_left(db, tmp_path):
+    from picas import pilot, roster
+    add(db, tokens({f"t{i}": "true" for i in range(3)}))
+    reports = {}
+    for name, options in (("quitter", {"max_tasks": 1}), ("finisher", {})):
+        one = pilot.Pilot(db, pilot.PilotOptions(workdir=tmp_path / name, **options),
+                          Holder(name, "host"))
+        one.roster.members(db)  # on the roster, as after a lost race
+        reports[name] = _run_here(one)
+    assert reports["quitter"].stopped_because == "max-tasks"
+    assert reports["finisher"].stopped_because == "no-work" and states(db) == {"done": 3}
+    # Others must own the quitter's share at once; the finisher found nothing
+    # left to own, and its entry goes stale by itself.
+    assert sorted(db.get(roster.ROSTER_ID)["pilots"]) == ["finisher"]
 
 
 def test_a_command_that_removes_its_own_folder_does_not_upset_the_pilot(db, pilot_env, tmp_path):
