@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
-import time
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -23,9 +22,6 @@ log = logging.getLogger(__name__)
 #: View and _all_docs parameters that CouchDB expects JSON-encoded.
 JSON_PARAMS = frozenset({"key", "keys", "startkey", "start_key", "endkey",
                          "end_key", "startkey_docid", "endkey_docid"})
-#: Seconds a session cookie is trusted unused. CouchDB forgets it after its
-#: timeout (600 s by default) unless a request renews it; log in again well before.
-COOKIE_IDLE = 240.0
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
@@ -75,13 +71,6 @@ class Transport:
 
     Construction does no I/O; the session is opened on the first request.
     ``request_count`` counts every HTTP request sent, for benchmarks.
-
-    With a username and password, the first request logs in at ``_session``
-    and later ones send the cookie it gives: with basic authentication the
-    server hashes the password on every request, which on pouchdb-server
-    costs more CPU than a small request itself (and on CouchDB grows with
-    its PBKDF2 iterations). A server without ``_session`` gets basic
-    authentication, as does a cookie that was refused once already.
     """
 
     def __init__(self, url: str, username: str | None = None,
@@ -95,10 +84,6 @@ class Transport:
         self.timeout = (connect_timeout, timeout)
         self.request_count = 0
         self._session: requests.Session | None = None
-        #: logging in was tried (it is not tried again unless a cookie runs out)
-        self._login_tried = False
-        #: when the session cookie was last sent (monotonic clock), if there is one
-        self._cookie_used: float | None = None
 
     @property
     def credentials(self) -> tuple[str, str] | None:
@@ -140,7 +125,6 @@ class Transport:
         if self._session is not None:
             self._session.close()
             self._session = None
-        self._login_tried, self._cookie_used = False, None
 
     def path_url(self, path: Iterable[str]) -> str:
         return self.url + "/" + "/".join(quote(str(p), safe="") for p in path)
@@ -157,64 +141,15 @@ class Transport:
         path = list(path)
         url = self.path_url(path)
         session = self._open()
-        database = database or (path[0] if path else None)
-        if self._login_due():
-            self._login(session, database)
-        body = jsonlib.dumps(json).encode() if json is not None else data
-        headers = {"Accept": "application/json",
-                   **({"Content-Type": "application/json"} if json is not None else {}),
-                   **(headers or {})}
-        response = self._send(session, method, url, encode_params(params), body, headers)
-        if response.status_code == 401 and self._cookie_used is not None:
-            # The cookie ran out: nothing was done, so log in and send it again, once.
-            self._login(session, database)
-            response = self._send(session, method, url, encode_params(params), body, headers)
-        if self._cookie_used is not None:
-            self._cookie_used = time.monotonic()
-        if response.status_code >= 400:
-            raise self._error(response, path, database)
-        if raw:
-            return response.content
-        try:
-            return response.json()
-        except ValueError:
-            raise errors.ServerError(
-                f"{self.url} answered {method} {path[:1]} with something that is "
-                "not JSON: is this URL a CouchDB server?") from None
-
-    def _login_due(self) -> bool:
-        if self.credentials is None:
-            return False
-        if self._cookie_used is None:
-            return not self._login_tried
-        return time.monotonic() - self._cookie_used > COOKIE_IDLE
-
-    def _login(self, session: requests.Session, database: str | None) -> None:
-        """Trade the password for a session cookie (see the class docstring)."""
-        self._login_tried, self._cookie_used = True, None
-        session.auth = self.credentials
-        session.cookies.clear()
-        username, password = self.credentials or ("", "")
-        response = self._send(session, "POST", self.url + "/_session", {},
-                              jsonlib.dumps({"name": username, "password": password}).encode(),
-                              {"Accept": "application/json", "Content-Type": "application/json"})
-        if response.status_code == 401:
-            raise self._error(response, ["_session"], database)
-        if response.status_code == 200 and response.cookies.get("AuthSession"):
-            session.cookies.update(response.cookies)
-            session.auth = None
-            self._cookie_used = time.monotonic()
-        else:
-            log.debug("no session cookie from %s (HTTP %s): basic authentication",
-                      self.url, response.status_code)
-
-    def _send(self, session: requests.Session, method: str, url: str, params: dict,
-              body: bytes | None, headers: dict) -> requests.Response:
-        """One HTTP exchange; failures to talk become ConnectionFailed."""
         self.request_count += 1
         try:
-            return session.request(method, url, params=params, data=body, headers=headers,
-                                   timeout=self.timeout)
+            response = session.request(
+                method, url, params=encode_params(params),
+                data=jsonlib.dumps(json).encode() if json is not None else data,
+                headers={"Accept": "application/json",
+                         **({"Content-Type": "application/json"} if json is not None else {}),
+                         **(headers or {})},
+                timeout=self.timeout)
         except requests.exceptions.SSLError as exc:
             raise errors.ConnectionFailed(
                 f"TLS failed with {self.url}: {type(exc).__name__}; check the "
@@ -227,6 +162,16 @@ class Transport:
             raise errors.ConnectionFailed(
                 f"request to {self.url} failed ({_reason(exc)}): check the "
                 "network and the server") from None
+        if response.status_code >= 400:
+            raise self._error(response, path, database)
+        if raw:
+            return response.content
+        try:
+            return response.json()
+        except ValueError:
+            raise errors.ServerError(
+                f"{self.url} answered {method} {path[:1]} with something that is "
+                "not JSON: is this URL a CouchDB server?") from None
 
     def _error(self, response: requests.Response, path: list[str],
                database: str | None) -> errors.PicasError:

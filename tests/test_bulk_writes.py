@@ -22,7 +22,6 @@ URL = "http://couch.invalid:5984"
 @pytest.fixture
 def fake_db():
     with requests_mock.Mocker() as mock:
-        mock.post(f"{URL}/_session", json={"ok": True}, cookies={"AuthSession": "c"})
         yield Database(Transport(URL, "admin", "secret"), "tokens"), mock
 
 

@@ -196,7 +196,6 @@ def test_mask_url():
 @pytest.fixture
 def fake_client():
     with requests_mock.Mocker() as mock:
-        mock.post(f"{FAKE}/_session", json={"ok": True}, cookies={"AuthSession": "c00k1e"})
         yield CouchDB(f"http://carol:{SECRET}@couch.invalid:5984", "tokens"), mock
 
 
@@ -245,40 +244,9 @@ def test_the_transport_sends_credentials_but_shows_none(fake_client):
     client, mock = fake_client
     mock.get(f"{FAKE}/tokens", json={"doc_count": 3})
     assert client.doc_count() == 3
-    login, asked = mock.request_history
-    assert login.json() == {"name": "carol", "password": SECRET}
-    assert asked.headers["Cookie"] == "AuthSession=c00k1e" and "Authorization" not in asked.headers
-    assert SECRET not in repr(client.transport) and SECRET not in asked.url
-    assert isinstance(client.transport, Transport) and client.transport.request_count == 2
-
-
-def _logins(mock) -> int:
-    return sum(1 for r in mock.request_history if r.path == "/_session")
-
-
-def test_a_cookie_the_server_forgot_is_renewed_and_the_request_sent_again(fake_client):
-    client, mock = fake_client
-    mock.get(f"{FAKE}/tokens", [{"status_code": 401, "json": {"error": "unauthorized"}},
-                                {"json": {"doc_count": 3}}])
-    assert client.doc_count() == 3
-    assert _logins(mock) == 2
-
-
-def test_a_refusal_after_logging_in_again_is_not_retried_forever(fake_client):
-    client, mock = fake_client
-    mock.get(f"{FAKE}/tokens", status_code=401, json={"error": "unauthorized"})
-    with pytest.raises(errors.AuthenticationFailed):
-        client.doc_count()
-    assert _logins(mock) == 2 and mock.call_count == 4
-
-
-def test_a_server_without_sessions_gets_basic_authentication(fake_client):
-    client, mock = fake_client
-    mock.post(f"{FAKE}/_session", status_code=404, json={"error": "not_found"})
-    mock.get(f"{FAKE}/tokens", json={"doc_count": 3})
-    assert client.doc_count() == 3 and client.doc_count() == 3
     assert mock.last_request.headers["Authorization"].startswith("Basic ")
-    assert _logins(mock) == 1  # tried once, not before every request
+    assert SECRET not in repr(client.transport) and SECRET not in mock.last_request.url
+    assert isinstance(client.transport, Transport) and client.transport.request_count == 1
 
 
 # -- logging --------------------------------------------------------------------

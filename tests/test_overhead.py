@@ -69,12 +69,3 @@ def test_answers_are_asked_for_uncompressed():
         server.server_close()
     assert info["db_name"] == "tokens"
     assert seen["Accept-Encoding"] == "identity"
-
-
-def test_the_password_is_sent_once_then_a_session_cookie(couch, db):
-    """With basic authentication the server hashes the password on every request."""
-    transport = couch.transport()
-    assert transport.request("GET", ["_session"])["info"]["authenticated"] == "cookie"
-    tokens = Database(transport, db.name)
-    assert all(tokens.exists() for _ in range(3))
-    assert transport.request_count == 5  # one login, then four requests
