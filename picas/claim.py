@@ -228,14 +228,18 @@ class ChangesSource:
     def _share(self, db: Database, docs: list[dict]) -> None:
         """Say that nothing up to the cursor is claimable but the tokens
         still open (best effort: too many open, and the scan is not shared)."""
-        open_ids = list(dict.fromkeys([doc["_id"] for doc in docs] + list(self.skipped)))
+        # A recheck reads one window's worth: leases that ran out beyond it count too.
+        now = time.time()
+        due = [doc_id for doc_id, expires in self.watch.items() if expires < now]
+        open_ids = list(dict.fromkeys([doc["_id"] for doc in docs] + list(self.skipped) + due))
         if len(open_ids) > MAX_OPEN:
             if self._scanning:
                 self._write_scan(db, scanner=None)
             return
-        if self.cursor == self._scan_seq and not self._scanning:
-            return
-        if self._write_scan(db, seq=self.cursor, at=time.time(), open=open_ids, scanner=None):
+        if (self.cursor, open_ids) == (self._scan_seq, self._scan.get("open")) \
+                and not self._scanning:
+            return  # said already
+        if self._write_scan(db, seq=self.cursor, at=now, open=open_ids, scanner=None):
             self._scan_seq = self.cursor
 
     def _write_scan(self, db: Database, **fields: object) -> bool:

@@ -419,6 +419,18 @@ def test_a_scan_that_left_tokens_behind_shares_them_as_open(client, db):
     assert [doc["_id"] for doc in window.docs] == ids and behind.cursor == ahead.cursor
 
 
+def test_a_shared_scan_lists_every_lease_that_ran_out(client, db):
+    ids = _make_tokens(client, 2)
+    gone = Holder("gone", "h")
+    while len(claim.claim(db, gone, lease_seconds=0.5, source=claim.ChangesSource()).tokens):
+        pass  # both locked by a pilot that then went away
+    source = claim.ChangesSource(share_scans=True)
+    assert source.fetch(db, 10).docs == []  # both locked: watched
+    time.sleep(0.6)
+    assert len(source.fetch(db, 1).docs) == 1  # a recheck reads one window's worth...
+    assert sorted(db.get(claim.SCANNED_ID)["open"]) == ids  # ...but both are open now
+
+
 def test_a_pilot_among_finished_rows_waits_for_another_that_scans_them(client, db, couch):
     _finished(client, 60)
     mine, other = _joined(db, "pilot-a", "pilot-b")
