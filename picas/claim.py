@@ -134,8 +134,6 @@ class ChangesSource:
         #: the shared scan as last read or written, and the last seq shared or jumped to
         self._scan: dict = {}
         self._scan_seq: object = None
-        #: this pilot says in the shared scan that it is reading the end of the feed
-        self._scanning = False
         #: the shared scan's revision as first seen, and when (monotonic clock)
         self._seen_rev: str | None = None
         self._seen_at = 0.0
@@ -174,12 +172,20 @@ class ChangesSource:
                 docs = self._recheck(db, now, window)
                 if self.share_scans:
                     self._share(db, docs)
-        if docs and self._scanning:
+        if docs and self._scanning():
             self._write_scan(db, scanner=None)  # found work: others scan for themselves
         return Window(docs, exhausted, in_order=True, contested=self._contested())
 
     def _crowded(self) -> bool:
         return self.roster is not None and self.roster.size > 1
+
+    def _scanning(self) -> bool:
+        """Whether the shared scan, as this pilot last saw it, says it reads on."""
+        return self.roster is not None and self._scan.get("scanner") == self.roster.pilot_id
+
+    def _due(self, now: float) -> list[str]:
+        """Watched tokens whose lease ran out."""
+        return [doc_id for doc_id, expires in self.watch.items() if expires < now]
 
     def _contested(self) -> bool:
         """Whether this pilot lost a race lately: others read the same rows."""
@@ -230,14 +236,14 @@ class ChangesSource:
         still open (best effort: too many open, and the scan is not shared)."""
         # A recheck reads one window's worth: leases that ran out beyond it count too.
         now = time.time()
-        due = [doc_id for doc_id, expires in self.watch.items() if expires < now]
-        open_ids = list(dict.fromkeys([doc["_id"] for doc in docs] + list(self.skipped) + due))
+        open_ids = list(dict.fromkeys([doc["_id"] for doc in docs] + list(self.skipped)
+                                      + self._due(now)))
         if len(open_ids) > MAX_OPEN:
-            if self._scanning:
+            if self._scanning():
                 self._write_scan(db, scanner=None)
             return
         if (self.cursor, open_ids) == (self._scan_seq, self._scan.get("open")) \
-                and not self._scanning:
+                and not self._scanning():
             return  # said already
         if self._write_scan(db, seq=self.cursor, at=now, open=open_ids, scanner=None):
             self._scan_seq = self.cursor
@@ -252,10 +258,8 @@ class ChangesSource:
         try:
             db.put(doc)
         except errors.Conflict:
-            self._scanning = False
             return False
         self._scan = doc
-        self._scanning = self.roster is not None and doc.get("scanner") == self.roster.pilot_id
         return True
 
     def attempted(self, docs: list[dict], lost: int = 0) -> None:
@@ -282,8 +286,7 @@ class ChangesSource:
         """Read again the given skipped rows, or all skipped rows and the
         watched ones whose lease ran out."""
         if keys is None:
-            due = [doc_id for doc_id, expires in self.watch.items() if expires < now]
-            keys = list(self.skipped) + due
+            keys = list(self.skipped) + self._due(now)
         keys = keys[:window]
         if not keys:
             return []
