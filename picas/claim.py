@@ -179,9 +179,13 @@ class ChangesSource:
     def _crowded(self) -> bool:
         return self.roster is not None and self.roster.size > 1
 
+    def _me(self) -> str | None:
+        """This pilot's id, as the shared scan names it (None without a roster)."""
+        return self.roster.pilot_id if self.roster is not None else None
+
     def _scanning(self) -> bool:
         """Whether the shared scan, as this pilot last saw it, says it reads on."""
-        return self.roster is not None and self._scan.get("scanner") == self.roster.pilot_id
+        return self._me() is not None and self._scan.get("scanner") == self._me()
 
     def _due(self, now: float) -> list[str]:
         """Watched tokens whose lease ran out."""
@@ -201,7 +205,7 @@ class ChangesSource:
         wait; a scanner silent for SCAN_STALE seconds (of the waiter's own
         clock) is passed over.
         """
-        me = self.roster.pilot_id if self.roster is not None else None
+        me = self._me()
         while True:
             scan = db.find(SCANNED_ID) or {}
             self._scan = scan
