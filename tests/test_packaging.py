@@ -77,3 +77,16 @@ def test_an_installed_picas_pushes_its_views_without_the_checkout(tmp_path, couc
     for name, doc in shipped.items():
         assert empty_db.get(f"_design/{name}")["views"] == doc["views"]
     assert found["todo_rows"] == []
+
+
+def test_every_couchviews_folder_is_a_listed_package():
+    """setuptools warns, 40 lines a folder, about package-data folders that
+    `packages` does not list; a new view's folder must be added there."""
+    config = (ROOT / "pyproject.toml").read_text()
+    folders = [path for path in (ROOT / "couchviews").rglob("*")
+               if path.is_dir() and path.name != "__pycache__"]
+    assert folders
+    missing = [str(path.relative_to(ROOT)) for path in folders
+               if '"picas.couchviews.{}"'.format(
+                   ".".join(path.relative_to(ROOT / "couchviews").parts)) not in config]
+    assert missing == []
