@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 
-from . import errors, state
+from . import designdocs, errors, state
 from .database import Database
 from .state import TokenState
 
@@ -33,15 +33,17 @@ log = logging.getLogger(__name__)
 _FINISHED = (TokenState.DONE, TokenState.ERROR, TokenState.CANCELLED)
 
 
-def _rank(doc: dict, now: float) -> int:
-    """How much a branch must be kept: higher wins."""
+def _rank(doc: dict, now: float, ended: set) -> int:
+    """How much a branch must be kept: higher wins. A lock whose lease has
+    an attempt recorded, on any branch, is over, as one that ran out."""
     found = state.classify(doc)
     if found in _FINISHED:
         return 4
     if found is TokenState.LOCKED:
         if state.in_doubt(doc):
             return 0
-        return 1 if state.lease_expired(doc, now) else 3
+        over = state.lease_expired(doc, now) or state.lease_id(doc) in ended
+        return 1 if over else 3
     return 2
 
 
@@ -55,10 +57,12 @@ def survivor(leaves: list[dict], now: float | None = None) -> dict | None:
     """The revision to keep of a document's live (non-deleted) leaves, with the
     attempts of every branch on it; None while that cannot be decided."""
     now = time.time() if now is None else now
-    ranked = sorted(leaves, key=lambda doc: (_rank(doc, now), _rev_order(doc)), reverse=True)
+    ended = {attempt.get("lease") for doc in leaves for attempt in doc.get("attempts", [])}
+    ranks = {doc["_rev"]: _rank(doc, now, ended) for doc in leaves}
+    ranked = sorted(leaves, key=lambda doc: (ranks[doc["_rev"]], _rev_order(doc)), reverse=True)
     best = ranked[0]
-    if _rank(best, now) == 3:
-        running = {state.lease_id(doc) for doc in leaves if _rank(doc, now) == 3}
+    if ranks[best["_rev"]] == 3:
+        running = {state.lease_id(doc) for doc in leaves if ranks[doc["_rev"]] == 3}
         if len(running) > 1:
             return None
     return state.merge_branches(best, ranked[1:])
@@ -97,3 +101,20 @@ def resolve(db: Database, leaves: list[dict], now: float | None = None) -> dict 
         return None
     log.info("resolved %d branches of %s", len(leaves), base["_id"])
     return kept
+
+
+def resolve_all(db: Database, now: float | None = None) -> tuple[int, int]:
+    """Resolve every token with branches (from ``Monitor/conflicts``); return
+    how many were resolved and how many must wait (two running locks)."""
+    resolved = waiting = 0
+    ids = [row["id"] for row in db.iter_view(designdocs.MONITOR, "conflicts", reduce=False,
+                                             key="conflicts")]
+    for doc_id in ids:
+        leaves = live_leaves(db, doc_id)
+        if len(leaves) <= 1:
+            continue  # resolved by someone else meanwhile
+        if resolve(db, leaves, now) is None:
+            waiting += 1
+        else:
+            resolved += 1
+    return resolved, waiting
