@@ -65,7 +65,7 @@ def test_db_create_sets_security_pushes_views_and_is_idempotent(couch, run):
     try:
         first = ok(run("-d", name, "db", "create", "--member", "alice", "--admin", "bob"))
         assert f"created database '{name}'" in first.stdout
-        assert "views Monitor: 10 added" in first.stdout
+        assert "views Monitor: 11 added" in first.stdout
         again = ok(run("-d", name, "db", "create", "--member", "carol", "--json"))
         report = json.loads(again.stdout)
         assert report["created"] is False
@@ -89,7 +89,7 @@ def test_views_push_reports_what_changed(couch, run):
         first = ok(run("-d", fresh.name, "views", "push", "--json"))
         assert "todo" in json.loads(first.stdout)["Monitor"]["added"]
         again = ok(run("-d", fresh.name, "views", "push"))
-        assert "views Monitor: 0 added, 0 changed, 10 unchanged" in again.stdout
+        assert "views Monitor: 0 added, 0 changed, 11 unchanged" in again.stdout
     finally:
         fresh.destroy()
 
@@ -99,8 +99,9 @@ def test_missing_database_says_how_to_create_it(run):
         failed(run("-d", "no_such_db", *args), "`picas db create`")
 
 
-def test_wrong_credentials_and_server_down(run):
-    failed(run("tokens", "list", PICAS_PASSWORD="wrong"), "check the username and password")
+def test_wrong_credentials_and_server_down(run, stranger):
+    failed(run("tokens", "list", PICAS_USERNAME=stranger, PICAS_PASSWORD="wrong"),
+           "check the username and password")
     url = f"http://127.0.0.1:{free_port()}"
     failed(run("--url", url, "tokens", "list"), f"cannot reach CouchDB at {url}")
 
