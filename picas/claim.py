@@ -301,13 +301,17 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
         share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
             else max(1, math.ceil(got.backlog / (2 * SHARE)))
         want = min(limit - len(result.tokens), share)
+        # Plain todo tokens first: the others cost a read of all their branches,
+        # and may be locks this pilot itself just found in doubt.
+        fresh = [doc for doc in candidates.values() if not _needs_all_branches(doc, now)]
+        pool = fresh or list(candidates.values())
         if got.in_order and got.contested:
-            chosen = _preferred(list(candidates.values()), holder.pilot_id, want)
+            chosen = _preferred(pool, holder.pilot_id, want)
         elif got.in_order:
             # Alone (as far as we know): a run from the front, skipping nothing.
-            chosen = list(candidates.values())[:want]
+            chosen = pool[:want]
         else:
-            chosen = _order(list(candidates.values()), rng)[:want]
+            chosen = _order(pool, rng)[:want]
         picked = [_take(doc, holder, lease_seconds, now) for doc in _checked(db, chosen, now)]
         outcomes = db.bulk_docs([doc for doc, _ in picked])
         lost = sum(not confirmed(o) for o in outcomes)

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from picas.cli import cli
@@ -107,7 +108,15 @@ def login_page(couch, db, member):
     page = LOGIN_PAGE.format(name=_js(name), password=_js(password), target=_js(target))
     rev = pages.put({"_id": "login"})
     pages.put_attachment("login", rev, "login.html", page.encode(), "text/html")
-    yield f"{couch.url}/{pages.name}/login/login.html"
+    url = f"{couch.url}/{pages.name}/login/login.html"
+    csp = requests.get(url, auth=(couch.username, couch.password), timeout=10).headers.get(
+        "Content-Security-Policy", "")
+    if "sandbox" in csp:
+        pages.destroy()
+        # Apache CouchDB 3.x serves attachments in a CSP sandbox ([csp]
+        # attachments_enable), where the login page's script cannot run.
+        pytest.skip("the server runs attachments in a CSP sandbox: no login page possible")
+    yield url
     pages.destroy()
 
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Exactly-once on a cluster: pilots spread over its nodes drain one pool.
+
+    bench/race.py --url http://127.0.0.1:15984 --url http://127.0.0.1:25984 \\
+        --url http://127.0.0.1:35984 --n 2000 --pilots 8 --runs 5
+
+Pilot i talks to node i mod (number of URLs), as behind a load balancer.
+Each run reports the executions, the tokens run more than once, the
+tokens left with conflicting branches or locks in doubt (before and after
+`picas recover`), and how the tokens ended. ``--kill-after S --kill-cmd
+CMD`` runs CMD (say, one that kills a node) S seconds into each run.
+``--busy`` keeps one core busy beside the cluster during each run.
+Credentials come from PICAS_USERNAME and PICAS_PASSWORD (a server admin's:
+each run makes its own database).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from drain import (OUR_PICAS, Target, add_tokens, count_executions,  # noqa: E402
+                   fresh_database, pilot_env, states)
+from picas import conflicts, status  # noqa: E402
+from picas.database import Database  # noqa: E402
+
+
+def one_run(urls: list[str], user: str, password: str, n: int, pilots: int, run: int,
+            workdir: Path, kill_after: float | None, kill_cmd: str | None, busy: bool) -> dict:
+    name = f"race-{int(time.time())}-r{run}"
+    first = Target(urls[0], user, password, ())
+    db = fresh_database(first, name)
+    add_tokens(db, n)
+    case = workdir / name
+    case.mkdir(parents=True)
+    sides = [case / f"side-{i}.txt" for i in range(pilots)]
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    procs = []
+    started = time.monotonic()
+    try:
+        for i in range(pilots):
+            env = pilot_env(Target(urls[i % len(urls)], user, password, ()), name, sides[i],
+                            case / "no-config.yml")
+            with open(case / f"pilot-{i}.out", "wb") as out, \
+                    open(case / f"pilot-{i}.err", "wb") as err:
+                procs.append(subprocess.Popen(
+                    [str(OUR_PICAS), "pilot", "--json", "--lease", "30",
+                     "--workdir", str(case / f"w{i}")],
+                    env=env, cwd=case, stdout=out, stderr=err, stdin=subprocess.DEVNULL))
+        killed = False
+        while any(p.poll() is None for p in procs):
+            if kill_cmd and not killed and time.monotonic() - started >= (kill_after or 0):
+                subprocess.run(kill_cmd, shell=True, check=False)
+                killed = True
+            time.sleep(0.1)
+    finally:
+        if burner is not None:
+            burner.kill()
+    seconds = time.monotonic() - started
+    reports = []
+    for i in range(pilots):
+        lines = (case / f"pilot-{i}.out").read_text().strip().splitlines()
+        reports.append(json.loads(lines[-1]) if lines else {
+            "failure": (case / f"pilot-{i}.err").read_text().strip()[-300:]})
+    runs = count_executions(sides)
+    left_before = status.needs_recovery(db)
+    env = pilot_env(first, name, case / "unused.txt", case / "no-config.yml")
+    subprocess.run([str(OUR_PICAS), "recover"], env=env, check=False, capture_output=True)
+    left_after = status.needs_recovery(db)
+    branched = sum(1 for row in db.iter_all_docs()
+                   if len(conflicts.live_leaves(db, row["id"])) > 1) if n <= 5000 else None
+    result = {
+        "run": run, "n": n, "pilots": pilots, "seconds": round(seconds, 1),
+        "tokens_per_s": round(n / seconds, 1),
+        "executions": sum(runs.values()), "tokens_run": len(runs),
+        "duplicates": sum(runs.values()) - len(runs),
+        "tokens_run_more_than_once": sum(1 for c in runs.values() if c > 1),
+        "in_doubt_reported": sum(int(r.get("in_doubt", 0)) for r in reports),
+        "pilot_failures": [r["failure"] for r in reports if "failure" in r],
+        "needs_recovery_before": left_before, "needs_recovery_after": left_after,
+        "documents_with_branches_after": branched, "states_after": states(db),
+    }
+    Database(db.transport, name).destroy()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", action="append", required=True, help="a node (repeat)")
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--pilots", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--kill-after", type=float)
+    parser.add_argument("--kill-cmd")
+    parser.add_argument("--busy", action="store_true")
+    args = parser.parse_args()
+    user, password = os.environ.get("PICAS_USERNAME"), os.environ.get("PICAS_PASSWORD")
+    if not user or not password:
+        parser.error("set PICAS_USERNAME and PICAS_PASSWORD (a server admin)")
+    workdir = Path(tempfile.mkdtemp(prefix="picas-race-"))
+    for run in range(args.runs):
+        result = one_run(args.url, user, password, args.n, args.pilots, run, workdir,
+                         args.kill_after, args.kill_cmd, args.busy)
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
