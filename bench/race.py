@@ -4,25 +4,32 @@
     bench/race.py --url http://127.0.0.1:15984 --url http://127.0.0.1:25984 \\
         --url http://127.0.0.1:35984 --n 2000 --pilots 8 --runs 5
 
-Pilot i talks to node i mod (number of URLs), as behind a load balancer.
+The pilots reach the nodes through a round-robin TCP balancer run here,
+which passes over a node that does not accept connections.
 Each run reports the executions, the tokens run more than once, the
 tokens left with conflicting branches or locks in doubt (before and after
 `picas recover`), and how the tokens ended. ``--kill-after S --kill-cmd
 CMD`` runs CMD (say, one that kills a node) S seconds into each run.
 ``--busy`` keeps one core busy beside the cluster during each run.
+``--sweep-after S`` starts one more pilot S seconds after the others
+ended (on the first URL), for tokens whose pilot died with its node.
 Credentials come from PICAS_USERNAME and PICAS_PASSWORD (a server admin's:
 each run makes its own database).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -33,8 +40,52 @@ from picas import conflicts, status  # noqa: E402
 from picas.database import Database  # noqa: E402
 
 
+class Balancer:
+    """Round-robin TCP balancing over the nodes, as in front of a cluster."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.nodes = [(urlsplit(u).hostname, urlsplit(u).port) for u in urls]
+        self._next = itertools.cycle(range(len(self.nodes)))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self._listener.accept()
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        for _ in range(len(self.nodes)):
+            try:
+                upstream = socket.create_connection(self.nodes[next(self._next)], timeout=2)
+                break
+            except OSError:
+                continue
+        else:
+            client.close()
+            return
+        upstream.settimeout(None)
+        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+        _pipe(client, upstream)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    for sock in (source, sink):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def one_run(urls: list[str], user: str, password: str, n: int, pilots: int, run: int,
-            workdir: Path, kill_after: float | None, kill_cmd: str | None, busy: bool) -> dict:
+            workdir: Path, kill_after: float | None, kill_cmd: str | None, busy: bool,
+            sweep_after: float | None = None) -> dict:
     name = f"race-{int(time.time())}-r{run}"
     first = Target(urls[0], user, password, ())
     db = fresh_database(first, name)
@@ -45,9 +96,10 @@ def one_run(urls: list[str], user: str, password: str, n: int, pilots: int, run:
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     procs = []
     started = time.monotonic()
+    balancer = Balancer(urls)
     try:
         for i in range(pilots):
-            env = pilot_env(Target(urls[i % len(urls)], user, password, ()), name, sides[i],
+            env = pilot_env(Target(balancer.url, user, password, ()), name, sides[i],
                             case / "no-config.yml")
             with open(case / f"pilot-{i}.out", "wb") as out, \
                     open(case / f"pilot-{i}.err", "wb") as err:
@@ -65,6 +117,12 @@ def one_run(urls: list[str], user: str, password: str, n: int, pilots: int, run:
         if burner is not None:
             burner.kill()
     seconds = time.monotonic() - started
+    if sweep_after is not None:
+        time.sleep(sweep_after)
+        sides.append(case / "side-sweeper.txt")
+        env = pilot_env(first, name, sides[-1], case / "no-config.yml")
+        subprocess.run([str(OUR_PICAS), "pilot", "--workdir", str(case / "wsweep")], env=env,
+                       cwd=case, check=False, capture_output=True)
     reports = []
     for i in range(pilots):
         lines = (case / f"pilot-{i}.out").read_text().strip().splitlines()
@@ -101,6 +159,7 @@ def main() -> int:
     parser.add_argument("--kill-after", type=float)
     parser.add_argument("--kill-cmd")
     parser.add_argument("--busy", action="store_true")
+    parser.add_argument("--sweep-after", type=float)
     args = parser.parse_args()
     user, password = os.environ.get("PICAS_USERNAME"), os.environ.get("PICAS_PASSWORD")
     if not user or not password:
@@ -108,7 +167,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="picas-race-"))
     for run in range(args.runs):
         result = one_run(args.url, user, password, args.n, args.pilots, run, workdir,
-                         args.kill_after, args.kill_cmd, args.busy)
+                         args.kill_after, args.kill_cmd, args.busy, args.sweep_after)
         print(json.dumps(result), flush=True)
     return 0
 

@@ -158,6 +158,7 @@ class Pilot:
         self._priorities_checked: float | None = None
         self._priorities = False
         self._unconfirmed = 0
+        self._unreachable_since: float | None = None
 
     # -- stop conditions ------------------------------------------------------
     def _stop_reason(self) -> str | None:
@@ -198,7 +199,7 @@ class Pilot:
                     break
                 if not self.queue:
                     self.writer.flush()
-                    if not self._fill():
+                    if not self._fill_riding_out_outages():
                         if not self.options.endless:
                             self.report.stopped_because = "no-work"
                             break
@@ -242,6 +243,23 @@ class Pilot:
         self.keeper.hold(got.tokens)
         self.queue.extend(token["_id"] for token in got.tokens)
         return bool(got.tokens or got.conflicts or got.in_doubt)
+
+    def _fill_riding_out_outages(self) -> bool:
+        """:meth:`_fill`, riding out a server that cannot be reached for up to
+        ``retry_for`` seconds: a node that restarts behind a load balancer, or
+        a network blip, should not end a pilot and orphan its leases."""
+        try:
+            found = self._fill()
+        except (errors.ConnectionFailed, errors.ServerError) as exc:
+            now = time.monotonic()
+            self._unreachable_since = self._unreachable_since or now
+            if now - self._unreachable_since > self.options.retry_for:
+                raise
+            log.warning("claiming failed (%s); trying again", exc)
+            shutdown.requested.wait(1.0)
+            return True
+        self._unreachable_since = None
+        return found
 
     def _shed(self) -> None:
         """Hand back the queued tokens that the batch size no longer allows."""
