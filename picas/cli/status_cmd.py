@@ -30,7 +30,7 @@ def render(summary: dict, with_bar: bool = False) -> str:
     lines.append(f"  {'total':<10} {summary['total']:>8}")
     if summary.get("conflicts") or summary.get("in_doubt"):
         lines.append(f"needs `picas recover`: {summary['conflicts']} with conflicting branches, "
-                     f"{summary['in_doubt']} locked in doubt (left by a cluster's split writes)")
+                     f"{summary['in_doubt']} locked in doubt (left by writes a cluster could not confirm)")
     if with_bar:
         lines.append(progress_bar(summary["done"] + summary["error"], summary["total"]))
     eta = summary["eta_s"]
