@@ -199,6 +199,8 @@ def test_add_usage_errors(run, tmp_path):
     failed(run("tokens", "add", "x.json", "--grid", "a=1"), "do not combine", code=2)
     failed(run("tokens", "add", "--grid", "a=1", "--watch"), "need --from-dir", code=2)
     failed(run("tokens", "add", "--grid", "a"), "use NAME=V1,V2")
+    failed(run("tokens", "add", "--grid", "seed=1..", "--command", "echo {seed}"),
+           "--grid 'seed=1..': '1..' is not a range")
     failed(run("tokens", "add", "--grid", "a=1", "--command", "x {b}"), "uses {b}")
     failed(run("tokens", "add", "--from-dir", str(tmp_path / "nope")), "not a directory")
 
@@ -258,6 +260,18 @@ def test_show_and_logs(db, run):
         "attempt-1.stdout text\n"
     failed(run("logs", token_id, "--attempt", "7"), "has no attempt 7 (its attempts: 1, 2)")
     failed(run("logs", token_id, "--name", "x.log"), "has no attachment 'x.log'; it has: ")
+
+
+def test_show_gives_the_recorded_exit_code_of_a_command_that_never_ran(db, run):
+    """A token without a runnable command fails without an exit code of its own;
+    the token records 1, and show says so."""
+    doc = add_tokens(db, 1)[0]
+    locked = state.lock(doc, Holder("p", "h"), 60)
+    db.put(locked)
+    db.put(state.finish(locked, state.new_attempt(locked, Outcome.FAILED), fatal=True))
+    assert db.get(doc["_id"])["exit_code"] == 1
+    shown = ok(run("tokens", "show", doc["_id"])).stdout
+    assert "#1 failed, exit code 1," in shown and "None" not in shown
 
 
 def test_bad_ids(db, run):

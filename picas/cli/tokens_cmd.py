@@ -295,9 +295,9 @@ def _show(doc: dict) -> str:
         for a in attempts:
             late = " (late)" if a.get("late") else ""
             logs = ", ".join(a.get("logs", [])) or "no logs"
-            lines.append(f"  #{a.get('n')} {a.get('outcome')}{late}, exit code "
-                         f"{a.get('exit_code')}, {duration(a.get('duration'))} on "
-                         f"{a.get('host')}; {logs}")
+            lines.append(f"  #{a.get('n')} {a.get('outcome')}{late}, "
+                         f"{_exit_code(doc, a, current, a is attempts[-1])}, "
+                         f"{duration(a.get('duration'))} on {a.get('host')}; {logs}")
     for entry in doc.get("error", []) or []:
         lines.append(f"error        {_format_value(entry)}")
     attachments = doc.get("_attachments", {})
@@ -305,6 +305,16 @@ def _show(doc: dict) -> str:
         lines.append("attachments  " + ", ".join(
             f"{name} ({info.get('length', '?')} bytes)" for name, info in sorted(attachments.items())))
     return "\n".join(lines)
+
+
+def _exit_code(doc: dict, attempt: dict, current: state.TokenState | None, last: bool) -> str:
+    """An attempt's exit code; for the attempt that finished the token, the code the
+    token records when the attempt itself has none (a command that never ran)."""
+    code = attempt.get("exit_code")
+    if code is None and last and not attempt.get("late") and current in (
+            state.TokenState.DONE, state.TokenState.ERROR):
+        code = doc.get("exit_code")
+    return "no exit code" if code in (None, "") else f"exit code {code}"
 
 
 @tokens_group.command("show")
