@@ -7,9 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner, Result
 
-from picas import errors, operations, state, tokens
+from picas import designdocs, errors, operations, state, tokens
 from picas.cli import cli
 from picas.database import Database
+from picas.transport import Transport
 from picas.server import free_port
 from picas.state import Holder, Outcome
 from picas.tokens import Record, Shape
@@ -75,6 +76,50 @@ def test_db_create_sets_security_pushes_views_and_is_idempotent(couch, run):
         assert Database(couch.transport(), name).view("Monitor", "todo")["rows"] == []
     finally:
         Database(couch.transport(), name).destroy()
+
+
+def test_db_create_closes_a_database_to_all_but_its_members_by_default(couch, run):
+    name = unique_name()
+    try:
+        first = ok(run("-d", name, "db", "create"))
+        assert "members: names ['admin'], roles []" in first.stdout
+        assert "public" not in first.stdout
+        anonymous = Database(Transport(couch.url), name)
+        with pytest.raises((errors.AuthenticationFailed, errors.PermissionDenied)):
+            anonymous.put({"_id": "anon-test"})
+        if couch.local is not None:
+            assert first.stderr.count("\n") == 1
+            assert "note: pouchdb-server does not enforce _security everywhere" in first.stderr
+        public = ok(run("-d", name, "db", "create", "--public"))
+        assert f"database '{name}' is public: anyone who can reach {couch.url} may read, " \
+               "add, change and delete its tokens without logging in" in public.stdout
+        anonymous.put({"_id": "anon-test"})
+        closed = ok(run("-d", name, "db", "create", "--member-role", "pilots"))
+        assert f"database '{name}' was open to everyone; now only its members" in closed.stdout
+        assert Database(couch.transport(), name).security()["members"] == \
+            {"names": [], "roles": ["pilots"]}
+    finally:
+        Database(couch.transport(), name).destroy()
+    failed(run("db", "create", "--public", "--member", "x"), "do not combine", code=2)
+
+
+def test_db_create_never_writes_through_a_url_that_names_a_database(couch, db, run):
+    """The URL names the test database; before, `db create` wrote a document 'picas'
+    into it and ended in a conflict that hid the cause."""
+    failed(run("--url", f"{couch.url}/{db.name}", "-d", "picas", "db", "create"),
+           f"names database '{db.name}', but the database setting is 'picas'")
+    into = ok(run("--url", f"{couch.url}/{db.name}", "db", "create", PICAS_DATABASE=None))
+    assert f"kept the existing database '{db.name}' at {couch.url}\n" in into.stdout
+    assert db.info()["doc_count"] == 2  # the two design documents, nothing else
+
+
+def test_a_push_through_a_database_url_names_the_cause(couch, db):
+    inside = Database(Transport(f"{couch.url}/{db.name}", couch.username, couch.password),
+                      db.name)
+    inside.put({"_id": db.name})  # what the old `db create` left behind
+    with pytest.raises(errors.Conflict, match="does not exist, yet refuses to create it: does "
+                       "the URL lead to the server itself"):
+        designdocs.push(inside)
 
 
 def test_db_create_needs_an_admin(run):
