@@ -45,7 +45,12 @@ def _add_summary(report: tokens.AddReport, db: Database) -> str:
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def _fail_if_failed(report: tokens.AddReport) -> None:
+def _fail_if_failed(report: tokens.AddReport, db: Database) -> None:
+    reasons = {reason for _, reason in report.failed}
+    if len(reasons) == 1 and len(report.failed) > 1:
+        # One cause (a user who may not write, say): say it once.
+        raise CliError(f"{plural(len(report.failed), 'token')} could not be added to database "
+                       f"'{db.name}': {reasons.pop()}")
     if report.failed:
         shown = "; ".join(f"{i}: {r}" for i, r in report.failed[:5])
         more = f" (and {len(report.failed) - 5} more)" if len(report.failed) > 5 else ""
@@ -155,7 +160,7 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
         echo_json({**report.as_dict(), "database": db.name})
     else:
         click.echo(_add_summary(report, db))
-    _fail_if_failed(report)
+    _fail_if_failed(report, db)
 
 
 def _add_with_progress(db: Database, new: list[dict], batch: int) -> tokens.AddReport:
@@ -183,7 +188,7 @@ def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
     db = app.open_database()
     if files:
         _fail_if_failed(tokens.add(db, tokens.build(
-            [r for path in files for r in tokens.read_file(path)], how), batch))
+            [r for path in files for r in tokens.read_file(path)], how), batch), db)
 
     def report(step: tokens.AddReport) -> None:
         if not as_json:
@@ -198,7 +203,7 @@ def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
         echo_json({**total.as_dict(), "database": db.name})
     else:
         click.echo(f"stopped watching; {_add_summary(total, db)}")
-    _fail_if_failed(total)
+    _fail_if_failed(total, db)
 
 
 # -- reading ---------------------------------------------------------------------
