@@ -151,3 +151,33 @@ def test_server_start_refuses_a_busy_port(tmp_path):
                         "PICAS_USERNAME": None, "PICAS_PASSWORD": None},
                        "server", "start", "--port", str(port), "--data-dir", str(tmp_path / "d"))
     assert result.exit_code == 1 and f"port {port} is in use" in result.stderr
+
+
+def test_server_status_and_stop_find_the_server_of_the_configured_url(tmp_path):
+    """As after the demo: the server runs on a data directory of its own, and
+    status and stop are given only the settings."""
+    try:
+        server.executable()
+    except errors.ConfigError as exc:
+        missing(f"pouchdb-server ({exc})")
+    port = free_port()
+    data = tmp_path / "elsewhere"
+    env = {"PICAS_URL": f"http://127.0.0.1:{port}", "PICAS_USERNAME": None,
+           "PICAS_PASSWORD": None, "PICAS_CONFIG": str(tmp_path / "conf.yml"),
+           "PICAS_SERVER_DATA": None, "PICAS_DATABASE": None, "PICAS_PROFILE": None,
+           "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_DATA_HOME": str(tmp_path / "share")}
+    try:
+        assert picas(env, "server", "start", "--data-dir", str(data)).exit_code == 0
+        status = picas(env, "server", "status")
+        assert status.exit_code == 0, status.output
+        assert f"running at http://127.0.0.1:{port}" in status.stdout
+        assert str(data.resolve()) in status.stdout
+        stopped = picas(env, "server", "stop")
+        assert f"stopped the server of {data.resolve()}" in stopped.stdout
+    finally:
+        server.stop_supervised(data)
+    after = picas(env, "server", "status")
+    assert after.exit_code == 3
+    assert f"not running (looked in {tmp_path / 'share' / 'picas' / 'server'}; no server that " \
+           f"picas started listens on http://127.0.0.1:{port}, and this is the default data " \
+           "directory: name another with --data-dir (or PICAS_SERVER_DATA))" in after.stdout
