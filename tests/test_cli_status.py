@@ -181,3 +181,20 @@ def test_server_status_and_stop_find_the_server_of_the_configured_url(tmp_path):
     assert f"not running (looked in {tmp_path / 'share' / 'picas' / 'server'}; no server that " \
            f"picas started listens on http://127.0.0.1:{port}, and this is the default data " \
            "directory: name another with --data-dir (or PICAS_SERVER_DATA))" in after.stdout
+
+
+@pytest.mark.parametrize("summary, said", [
+    ({"eta_s": 85.0, "eta_basis": "expected_runtime", "eta_guess": False},
+     "ETA 1m 25s (from the expected_runtime of the running tokens)"),
+    ({"eta_s": 6.0, "eta_basis": "rate", "eta_guess": True},
+     "ETA ~6s (a guess from the recent rate)"),
+    ({"eta_s": 120.0, "eta_basis": "running", "eta_guess": True},
+     "ETA ~2m 00s (a guess: each token as long as the running ones so far)"),
+    ({"eta_s": None, "eta_basis": None, "eta_guess": False}, "ETA unknown"),
+])
+def test_status_says_what_the_eta_rests_on(summary, said):
+    from picas.cli.status_cmd import render
+    full = {"database": "d", "url": "u", "todo": 1, "locked": 0, "done": 0, "error": 0,
+            "held": 0, "cancelled": 0, "total": 1, "rate": 1.0, "running": [],
+            "errors_by_exit_code": {}, **summary}
+    assert f"rate 1.0 tokens/min, {said}" in render(full).splitlines()
