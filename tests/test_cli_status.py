@@ -111,16 +111,26 @@ def test_status_errors_are_one_line(env):
 
 # -- the local server --------------------------------------------------------------
 
-def test_server_start_status_stop(tmp_path):
+@pytest.fixture
+def local(tmp_path) -> tuple[int, dict]:
+    """A free port for a server of the test's own, and settings that point at it;
+    state and data folders in tmp_path."""
     try:
         server.executable()
     except errors.ConfigError as exc:
         missing(f"pouchdb-server ({exc})")
     port = free_port()
+    return port, {
+        "PICAS_URL": f"http://127.0.0.1:{port}", "PICAS_USERNAME": None, "PICAS_PASSWORD": None,
+        "PICAS_CONFIG": str(tmp_path / "conf.yml"), "PICAS_SERVER_DATA": None,
+        "PICAS_DATABASE": None, "PICAS_PROFILE": None, "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_DATA_HOME": str(tmp_path / "share")}
+
+
+def test_server_start_status_stop(tmp_path, local):
+    port, env = local
     data = tmp_path / "couch-data"
-    env = {"PICAS_URL": f"http://127.0.0.1:{port}", "PICAS_USERNAME": "admin",
-           "PICAS_PASSWORD": "s3cret", "PICAS_CONFIG": str(tmp_path / "conf.yml"),
-           "PICAS_SERVER_DATA": str(data), "PICAS_DATABASE": None, "PICAS_PROFILE": None}
+    env.update(PICAS_USERNAME="admin", PICAS_PASSWORD="s3cret", PICAS_SERVER_DATA=str(data))
     try:
         started = picas(env, "server", "start")
         assert started.exit_code == 0, started.output
@@ -153,19 +163,11 @@ def test_server_start_refuses_a_busy_port(tmp_path):
     assert result.exit_code == 1 and f"port {port} is in use" in result.stderr
 
 
-def test_server_status_and_stop_find_the_server_of_the_configured_url(tmp_path):
+def test_server_status_and_stop_find_the_server_of_the_configured_url(tmp_path, local):
     """As after the demo: the server runs on a data directory of its own, and
     status and stop are given only the settings."""
-    try:
-        server.executable()
-    except errors.ConfigError as exc:
-        missing(f"pouchdb-server ({exc})")
-    port = free_port()
+    port, env = local
     data = tmp_path / "elsewhere"
-    env = {"PICAS_URL": f"http://127.0.0.1:{port}", "PICAS_USERNAME": None,
-           "PICAS_PASSWORD": None, "PICAS_CONFIG": str(tmp_path / "conf.yml"),
-           "PICAS_SERVER_DATA": None, "PICAS_DATABASE": None, "PICAS_PROFILE": None,
-           "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_DATA_HOME": str(tmp_path / "share")}
     try:
         assert picas(env, "server", "start", "--data-dir", str(data)).exit_code == 0
         status = picas(env, "server", "status")

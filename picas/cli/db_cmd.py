@@ -136,7 +136,8 @@ def push(app: App, as_json: bool) -> None:
     """Make the database's views match this picas; write only what changed.
 
     An unchanged design document is not rewritten, so its indexes are not
-    rebuilt. Views you added yourself are kept.
+    rebuilt. Views you added yourself are kept. Writing design documents
+    needs an admin of the database (or a server admin); members may not.
 
     \b
     Example:
