@@ -60,6 +60,13 @@ def is_public(security: dict) -> bool:
     return not (members.get("names") or members.get("roles"))
 
 
+def _has_members(security: dict) -> bool:
+    """Whether anyone but the server admins is a member. CouchDB 3 gives a new
+    database the members role ``_admin`` only: closed, but to everyone else too."""
+    members = security.get("members") or {}
+    return bool(members.get("names") or set(members.get("roles") or ()) - {"_admin"})
+
+
 def _add(security: dict, section: str, key: str, values: Iterable[str]) -> None:
     values = list(values)
     if values:
@@ -72,8 +79,9 @@ def updated(current: dict, *, members: Iterable[str] = (), member_roles: Iterabl
             default_member: str | None = None) -> dict:
     """``current`` with the names and roles added.
 
-    A database left without members gets ``default_member``, unless
-    ``public`` asks for it to stay open (which also drops its members).
+    A database left without members (server admins aside) gets
+    ``default_member``, unless ``public`` asks for it to stay open (which
+    also drops its members).
     """
     security = copy.deepcopy(current)
     _add(security, "admins", "names", admins)
@@ -83,6 +91,6 @@ def updated(current: dict, *, members: Iterable[str] = (), member_roles: Iterabl
         return security
     _add(security, "members", "names", members)
     _add(security, "members", "roles", member_roles)
-    if is_public(security) and default_member:
+    if not _has_members(security) and default_member:
         _add(security, "members", "names", [default_member])
     return security
