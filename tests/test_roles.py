@@ -15,11 +15,14 @@ import uuid
 import pytest
 from click.testing import CliRunner, Result
 
-from picas import errors, tokens
+from picas import errors, state, tokens
 from picas.cli import cli
 from picas.clients import CouchDB
 from picas.documents import Task
+from picas.state import TokenState
 from picas.tokens import Record, Shape
+
+from test_actors import ShellActor
 
 
 @pytest.fixture
@@ -95,9 +98,11 @@ def test_a_member_runs_pilots_and_every_day_to_day_command(couch, db, users, tmp
     ok(picas(env, "export", "-o", str(tmp_path / "all.jsonl")))
     assert len((tmp_path / "all.jsonl").read_text().splitlines()) == 3
     client = CouchDB(couch.url, db.name, *users["member"])
-    client.save(Task({"_id": "upstream-1", "input": {"x": 1}}))
-    assert client["upstream-1"]["input"] == {"x": 1}
-    assert len(client.view("todo")) >= 1
+    client.save(Task({"_id": "upstream-1", "command": "echo upstream"}))
+    assert client["upstream-1"]["command"] == "echo upstream"
+    actor = ShellActor(client)
+    actor.run(max_tasks=1)
+    assert actor.seen and state.classify(db.get(actor.seen[0])) is TokenState.DONE
 
 
 def test_a_member_is_told_that_db_create_and_views_push_need_an_admin(couch, db, users,
