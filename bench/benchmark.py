@@ -21,11 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import envs
 from drain import (IMPLEMENTATIONS, OURS_ACTOR, OURS_PILOT, ROOT, UPSTREAM, CaseResult, Target,
                    bulk_write_rate, run_case)
 from picas import server
+from picas.transport import split_credentials
 from scale import run_scale
 
 OURS = (OURS_PILOT, OURS_ACTOR)
@@ -50,6 +52,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"which to run [{','.join(IMPLEMENTATIONS)}]")
     parser.add_argument("--json", dest="json_out", type=Path, help="write the results here")
     parser.add_argument("--plot", type=Path, help="write a PNG of tokens/s against pilots here")
+    parser.add_argument("--url", help="measure on this CouchDB instead of a local "
+                        "pouchdb-server, e.g. http://127.0.0.1:5984 (credentials from the "
+                        "URL or PICAS_USERNAME and PICAS_PASSWORD; the user must be a server "
+                        "admin, as every case makes its own database)")
+    parser.add_argument("--server-pid", type=int, action="append", default=[],
+                        help="a process of the --url server whose CPU time to count "
+                        "(repeat for each node of a cluster) [found by its port when it "
+                        "listens on this machine]")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (pilot "
                         "output, side files, server log) even when everything went well")
     args = parser.parse_args(argv)
@@ -73,6 +83,47 @@ def _git(*argv: str) -> str:
     return done.stdout.strip()
 
 
+def external_target(url: str, pids: list[int]) -> Target:
+    """The server given by --url, with its processes for the CPU figures."""
+    clean, user, password = split_credentials(url)
+    user = user or os.environ.get("PICAS_USERNAME")
+    password = password or os.environ.get("PICAS_PASSWORD")
+    if not user or not password:
+        raise SystemExit("--url needs an admin's credentials: in the URL, or in "
+                         "PICAS_USERNAME and PICAS_PASSWORD")
+    found = tuple(pids) or listening_pids(urlsplit(clean).port or 5984)
+    if not found:
+        print(f"note: no process listening on {clean} found here; server CPU reads 0",
+              flush=True)
+    return Target(clean, user, password, found)
+
+
+def listening_pids(port: int) -> tuple[int, ...]:
+    """The processes on this machine that listen on a TCP port (needs the rights to
+    read their /proc entries, as root has)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    pids = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    pids.add(int(fd_dir.parent.name))
+                    break
+        except OSError:
+            continue
+    return tuple(sorted(pids))
+
+
 def source_state() -> dict:
     """Which picas is measured: pilots import it afresh in every case, so a tree
     that changes during the run mixes versions; comparing start and end shows it."""
@@ -85,6 +136,12 @@ def machine(source: dict) -> dict:
     return {"cores": os.cpu_count(), "python": platform.python_version(),
             "load_average": os.getloadavg(), **source,
             "picas_changed_during_run": source != source_state()}
+
+
+def server_name(target: Target) -> str:
+    """What the server says it is, for the results (no credentials)."""
+    info = target.transport().request("GET", [""])
+    return f"{info.get('vendor', {}).get('name', 'CouchDB')} {info.get('version', '?')} at {target.url}"
 
 
 def _median(values: list[float]) -> float:
@@ -166,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if UPSTREAM in args.implementations else Path()
     envs.byte_compile_ours()
     print(f"work folder: {workdir} (removed at the end if all went well)", flush=True)
-    local = server.LocalServer(log_path=workdir / "pouchdb-server.log")
+    local = None if args.url else server.LocalServer(log_path=workdir / "pouchdb-server.log")
     runs: list[CaseResult] = []
     bulk_rates: list[float] = []
     scales: list[dict] = []
@@ -175,10 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     source = source_state()
     try:
-        local.start()
-        password = secrets.token_hex(12)
-        server.ensure_admin(local.url, "admin", password)
-        target = Target(local.url, "admin", password, local.process.pid)
+        if local is None:
+            target = external_target(args.url, args.server_pid)
+        else:
+            local.start()
+            password = secrets.token_hex(12)
+            server.ensure_admin(local.url, "admin", password)
+            target = Target(local.url, "admin", password, (local.process.pid,))
         timeout = 60 + args.n * 0.25
         for rep in range(args.reps):
             bulk_rates.append(bulk_write_rate(target, rep))
@@ -187,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 shift = (rep + turn) % len(args.implementations)
                 order = args.implementations[shift:] + args.implementations[:shift]
                 for impl in order:
-                    if not local.alive():
+                    if local is not None and not local.alive():
                         raise SystemExit(f"pouchdb-server died: see {workdir}/pouchdb-server.log")
                     result = run_case(target, impl, pilots, args.n, rep, workdir,
                                       upstream_python, timeout)
@@ -205,13 +265,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scale rep {rep + 1}: {scales[-1]}", flush=True)
         ok = all(r.drained and not r.pilot_failures for r in runs if r.implementation in OURS)
     finally:
-        local.stop()
+        if local is not None:
+            local.stop()
     bulk = _median(bulk_rates)
     results = {
         "config": {"n": args.n, "pilots": args.pilot_counts, "reps": args.reps,
                    "scale": args.scale, "scale_reps": args.scale_reps if args.scale else 0,
                    "implementations": args.implementations,
-                   "server": "pouchdb-server --in-memory",
+                   "server": server_name(target) if args.url else "pouchdb-server --in-memory",
                    "command": " ".join(["bench/run", *(sys.argv[1:] if argv is None else argv)])},
         "machine": {**machine(source), "load_average_before": load_before},
         "seconds": round(time.monotonic() - started, 1),

@@ -42,7 +42,8 @@ class Target:
     url: str
     username: str
     password: str
-    pid: int
+    #: the server's processes (three for a local 3-node cluster); none when remote
+    pids: tuple[int, ...]
 
     def transport(self) -> Transport:
         return Transport(self.url, self.username, self.password)
@@ -77,13 +78,15 @@ class CaseResult:
         return asdict(self)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process, from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name may hold spaces: the fields that matter follow its ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User plus system CPU time of processes, from /proc/PID/stat."""
+    total = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # The command name may hold spaces: the fields that matter follow its ')'.
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_seconds() -> float:
@@ -180,7 +183,7 @@ def run_case(target: Target, implementation: str, pilots: int, n: int, rep: int,
     argv = pilot_argv(implementation, upstream_python)
     sides = [case_dir / f"side-{i}.txt" for i in range(pilots)]
     processes: list[subprocess.Popen] = []
-    cpu_before = cpu_seconds(target.pid)
+    cpu_before = cpu_seconds(target.pids)
     pilot_cpu_before = children_cpu_seconds()
     started = time.perf_counter()
     try:
@@ -199,7 +202,7 @@ def run_case(target: Target, implementation: str, pilots: int, n: int, rep: int,
                 result.timed_out = True
                 break
         result.seconds = time.perf_counter() - started
-        result.server_cpu_s = cpu_seconds(target.pid) - cpu_before
+        result.server_cpu_s = cpu_seconds(target.pids) - cpu_before
         result.pilot_cpu_s = children_cpu_seconds() - pilot_cpu_before
     finally:
         for process in processes:

@@ -5,8 +5,15 @@ a view row's ``include_docs`` document is the *current* revision, which
 another pilot may have locked a moment ago. So the state is checked on
 the very revision that gets written: the lock is written with that
 ``_rev``, and CouchDB accepts it only if nobody wrote the document since.
-A 409 means someone else won; the loser moves on. Two pilots can never
-both hold a token, whatever the source of candidates.
+A 409 means someone else won; the loser moves on.
+
+On a cluster a lock counts only when a quorum of replicas confirmed it:
+one answered ``"accepted": true`` may have lost to a conflicting lock
+that holds the quorum, so it is marked in doubt and never run (see
+:mod:`picas.conflicts`). Tokens with conflicting branches, and locks
+whose lease ran out, are taken only after reading all their branches
+from a quorum. So two pilots never both run a token, whatever the
+source of candidates.
 
 A batch is claimed in one ``_bulk_docs`` request, which CouchDB applies
 per document: some may conflict while the rest succeed.
@@ -17,12 +24,12 @@ import logging
 import math
 import random
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from . import designdocs, errors, shutdown, state
-from .database import Database
-from .roster import Roster, point
+from . import conflicts, designdocs, errors, state
+from .database import Database, confirmed
 from .state import Holder, TokenState
 
 log = logging.getLogger(__name__)
@@ -33,19 +40,8 @@ MIN_WINDOW = 50
 #: Take at most a 1/SHARE of the claimable tokens seen, so that one pilot
 #: never hoards work that others could start.
 SHARE = 4
-#: Seconds that a lost race makes a pilot pick its tokens by hash (see _preferred
-#: and picas.roster).
+#: Seconds that a lost race makes a pilot pick its tokens by hash (see _preferred).
 CONTESTED_FOR = 60.0
-#: Where pilots say how far they found nothing claimable (see ChangesSource).
-SCANNED_ID = "_local/picas.scanned"
-#: The most rows one claim reads, however many pilots divide them.
-MAX_WINDOW = 1000
-#: Seconds a pilot waits for another that says it scans the feed, without news.
-SCAN_STALE = 2.0
-#: Seconds between looks at the shared scan while another pilot scans.
-SCAN_POLL = 0.05
-#: A scan that ends with more claimable tokens than this is not shared.
-MAX_OPEN = 1000
 
 
 @dataclass
@@ -77,8 +73,8 @@ class ViewSource:
         self.design, self.view, self.view_params = design, view, view_params
 
     def fetch(self, db: Database, window: int) -> Window:
-        answer = db.view(self.design, self.view, include_docs=True, limit=window,
-                         **self.view_params)
+        answer = db.view(self.design, self.view, include_docs=True, conflicts=True,
+                         limit=window, **self.view_params)
         docs = [row["doc"] for row in answer["rows"] if row.get("doc")]
         return Window(docs, len(answer["rows"]) < window, answer.get("total_rows"))
 
@@ -90,35 +86,20 @@ class ChangesSource:
     """Candidates from the changes feed: no view index to keep up to date.
 
     Every document sits in the feed at its latest change, so untouched
-    todo tokens come first and everything a pilot writes moves to the end.
-    A cursor moves past every row read, so each read starts near the live
-    front (on pouchdb-server a read walks every outdated entry between
-    ``since`` and the first live one, so a lagging cursor costs dearly).
-    Nothing claimable is lost behind the cursor: attempted rows were
+    todo tokens come first and everything a pilot writes moves on. A
+    cursor moves past every row read, so each read starts near the live
+    front. Nothing claimable is lost behind the cursor: attempted rows were
     written (by us or by the winner) and so sit further on; claimable rows
     that this pilot skipped are remembered; and locked rows are watched
     until their lease runs out. When the feed is exhausted, the remembered
     and the expired ones are read again, in one request.
 
-    Each pilot reads every row, then, including all the rows that the
-    other pilots wrote: at the end of a drain, every pilot reads every
-    finished token once more before it can tell that nothing is left.
-    With ``share_scans``, a pilot that read the whole feed says in a
-    ``_local`` document "nothing up to ``seq`` is claimable but the ``open``
-    tokens", and pilots that are reading finished rows jump there and take
-    the open tokens on. That is safe because a document sits at its last
-    change: a token that becomes claimable later moves past that point
-    (save a lease that runs out later, which only pilots that stay on
-    would watch; so only pilots that stop when the pool is empty share
-    their scans). Pilots run out of work at about the same time, so a
-    pilot that reads on among finished rows says so in the same document,
-    and the others wait for its scan rather than read the same rows at once.
+    Nothing here relies on the order of the feed beyond "a written document
+    comes again after its write": CouchDB's feed is ordered only per shard.
     """
 
-    def __init__(self, share_scans: bool = False, roster: Roster | None = None) -> None:
+    def __init__(self) -> None:
         self.cursor: object = 0
-        self.share_scans = share_scans
-        self.roster = roster
         #: locked tokens behind the cursor: id -> when their lease expires
         self.watch: dict[str, float] = {}
         #: claimable tokens behind the cursor that this pilot skipped (in order)
@@ -127,26 +108,17 @@ class ChangesSource:
         self._rows: list[tuple[str, object, bool]] = []
         #: when this pilot last lost a race for a token (monotonic clock)
         self._lost_at: float | None = None
-        #: the last read found nothing claimable: it read rows others wrote
-        self._in_tail = False
-        #: when the feed was last read (wall clock, to compare with others')
-        self._read_at = 0.0
-        #: the shared scan as last read or written, and the last seq shared or jumped to
-        self._scan: dict = {}
-        self._scan_seq: object = None
-        #: the shared scan's revision as first seen, and when (monotonic clock)
-        self._seen_rev: str | None = None
-        self._seen_at = 0.0
 
     def fetch(self, db: Database, window: int) -> Window:
-        if self.share_scans and self._in_tail:
-            self._catch_up(db)
-        self._read_at = time.time()
-        rows = db.changes(since=self.cursor, limit=window, include_docs=True)["results"]
+        rows = db.changes(since=self.cursor, limit=window, include_docs=True,
+                          conflicts=True)["results"]
         now = time.time()
         docs, self._rows = [], []
         for row in rows:
             doc = row.get("doc") or {}
+            if doc.get("_conflicts"):
+                # Whoever meets a token with branches resolves it (picas.conflicts).
+                doc = conflicts.current(db, row["id"], now) or {}
             self.watch.pop(row["id"], None)
             self.skipped.pop(row["id"], None)
             ok = claimable(doc, now)
@@ -158,34 +130,11 @@ class ChangesSource:
             if state.classify(doc) is TokenState.LOCKED and isinstance(expires, (int, float)):
                 self.watch[row["id"]] = expires
         exhausted = len(rows) < window
-        self._in_tail = not docs
         if not docs:
             self.attempted([])
-            # Skipped rows that are this pilot's own (beyond a claim's limit, or
-            # while pilots knew different rosters) would wait for the end of
-            # the feed, behind every row that others wrote: ask for them now.
-            mine = [doc_id for doc_id in self.skipped if self.roster.owns(doc_id)] \
-                if self._crowded() else []
-            if mine:
-                docs = self._recheck(db, now, window, mine)
-            if not docs and exhausted:
+            if exhausted:
                 docs = self._recheck(db, now, window)
-                if self.share_scans:
-                    self._share(db, docs)
-        if docs and self._scanning():
-            self._write_scan(db, scanner=None)  # found work: others scan for themselves
         return Window(docs, exhausted, in_order=True, contested=self._contested())
-
-    def _crowded(self) -> bool:
-        return self.roster is not None and self.roster.size > 1
-
-    def _me(self) -> str | None:
-        """This pilot's id, as the shared scan names it (None without a roster)."""
-        return self.roster.pilot_id if self.roster is not None else None
-
-    def _scanning(self) -> bool:
-        """Whether the shared scan, as this pilot last saw it, says it reads on."""
-        return self._me() is not None and self._scan.get("scanner") == self._me()
 
     def _due(self, now: float) -> list[str]:
         """Watched tokens whose lease ran out."""
@@ -194,77 +143,6 @@ class ChangesSource:
     def _contested(self) -> bool:
         """Whether this pilot lost a race lately: others read the same rows."""
         return self._lost_at is not None and time.monotonic() - self._lost_at < CONTESTED_FOR
-
-    def _catch_up(self, db: Database) -> None:
-        """Jump to where another pilot's scan ended; while another pilot is
-        scanning, wait for its end rather than read the same rows at once.
-
-        Pilots run out of work at about the same time, and each would read
-        every row the others wrote. Next to others, a pilot that reads on
-        says so in the shared document (again at every window) and the rest
-        wait; a scanner silent for SCAN_STALE seconds (of the waiter's own
-        clock) is passed over.
-        """
-        me = self._me()
-        while True:
-            scan = db.find(SCANNED_ID) or {}
-            self._scan = scan
-            if self._jump(scan) or shutdown.requested.is_set():
-                return
-            rev, now = scan.get("_rev"), time.monotonic()
-            if rev != self._seen_rev:
-                self._seen_rev, self._seen_at = rev, now
-            if scan.get("scanner") not in (None, me) and now - self._seen_at < SCAN_STALE:
-                shutdown.requested.wait(SCAN_POLL)
-                continue
-            # Alone (as far as it knows), a pilot does not spend a write on saying so.
-            if not self._crowded() or self._write_scan(db, scanner=me):
-                return
-
-    def _jump(self, scan: dict) -> bool:
-        """Move to the end of a scan shared after this pilot's last read (and
-        so, most likely, ahead of its cursor)."""
-        seq, at, open_ids = scan.get("seq"), scan.get("at"), scan.get("open") or []
-        if seq is None or seq == self._scan_seq or not isinstance(at, (int, float)) \
-                or at <= self._read_at:
-            return False
-        self._scan_seq = self.cursor = seq
-        # When the scan ended, nothing up to its seq was claimable but the
-        # open tokens: a token claimable now that is not open has changed
-        # since, and so lies ahead. The open ones are this pilot's to recheck.
-        self.skipped = dict.fromkeys(str(doc_id) for doc_id in open_ids)
-        return True
-
-    def _share(self, db: Database, docs: list[dict]) -> None:
-        """Say that nothing up to the cursor is claimable but the tokens
-        still open (best effort: too many open, and the scan is not shared)."""
-        # A recheck reads one window's worth: leases that ran out beyond it count too.
-        now = time.time()
-        open_ids = list(dict.fromkeys([doc["_id"] for doc in docs] + list(self.skipped)
-                                      + self._due(now)))
-        if len(open_ids) > MAX_OPEN:
-            if self._scanning():
-                self._write_scan(db, scanner=None)
-            return
-        if (self.cursor, open_ids) == (self._scan_seq, self._scan.get("open")) \
-                and not self._scanning():
-            return  # said already
-        if self._write_scan(db, seq=self.cursor, at=now, open=open_ids, scanner=None):
-            self._scan_seq = self.cursor
-
-    def _write_scan(self, db: Database, **fields: object) -> bool:
-        """Rewrite the shared scan with ``fields``; False when another pilot wrote it first."""
-        doc = {key: value for key, value in self._scan.items() if key in ("seq", "at", "open")}
-        doc.update({key: value for key, value in fields.items() if value is not None})
-        doc["_id"] = SCANNED_ID
-        if self._scan.get("_rev"):
-            doc["_rev"] = self._scan["_rev"]
-        try:
-            db.put(doc)
-        except errors.Conflict:
-            return False
-        self._scan = doc
-        return True
 
     def attempted(self, docs: list[dict], lost: int = 0) -> None:
         """Move the cursor past the window's last attempted row (or all of it,
@@ -285,19 +163,17 @@ class ChangesSource:
                 self.skipped[doc_id] = None
             self.cursor = seq
 
-    def _recheck(self, db: Database, now: float, window: int,
-                  keys: list[str] | None = None) -> list[dict]:
-        """Read again the given skipped rows, or all skipped rows and the
-        watched ones whose lease ran out."""
-        if keys is None:
-            keys = list(self.skipped) + self._due(now)
-        keys = keys[:window]
+    def _recheck(self, db: Database, now: float, window: int) -> list[dict]:
+        """Read again the skipped rows and the watched ones whose lease ran out."""
+        keys = (list(self.skipped) + self._due(now))[:window]
         if not keys:
             return []
-        rows = db.all_docs(keys=keys, include_docs=True)["rows"]
+        rows = db.all_docs(keys=keys, include_docs=True, conflicts=True)["rows"]
         docs = []
         for row in rows:
             doc = row.get("doc") or {}
+            if doc.get("_conflicts"):
+                doc = conflicts.current(db, row["key"], now) or {}
             if claimable(doc, now):
                 docs.append(doc)  # stays remembered until attempted
             else:
@@ -308,14 +184,39 @@ class ChangesSource:
 
 
 def claimable(doc: dict, now: float | None = None) -> bool:
-    """Todo, or locked under a lease that has run out."""
+    """Todo, or locked under a lease that has run out (or was never confirmed)."""
     return state.classify(doc) is TokenState.TODO or state.lease_expired(doc, now)
+
+
+def _needs_all_branches(doc: dict, now: float) -> bool:
+    """Whether a candidate may be taken only after reading every branch of it.
+
+    A replica that has not yet seen a quorum-confirmed lock can show a
+    token with conflicts as todo, or an in-doubt lock as the only one; a
+    quorum read of all branches cannot miss that lock.
+    """
+    return bool(doc.get("_conflicts")) or state.lease_expired(doc, now)
+
+
+def _checked(db: Database, docs: list[dict], now: float) -> list[dict]:
+    """The candidates as their one resolved branch, where that is claimable."""
+    out = []
+    for doc in docs:
+        if not _needs_all_branches(doc, now):
+            out.append(doc)
+            continue
+        current = conflicts.current(db, doc["_id"], now)
+        if current is not None and claimable(current, now):
+            out.append(current)
+    return out
 
 
 @dataclass
 class ClaimResult:
     tokens: list[dict] = field(default_factory=list)
     conflicts: int = 0
+    #: locks the cluster could not confirm: marked in doubt, not run
+    in_doubt: int = 0
     #: tokens whose expired lease this claim took over
     recovered: int = 0
     #: claimable tokens seen (the whole backlog, when the source knows it)
@@ -328,14 +229,19 @@ def _order(candidates: list[dict], rng: random.Random) -> list[dict]:
     return sorted(candidates, key=lambda doc: -_priority(doc))
 
 
+def point(name: str) -> float:
+    """A stable place in [0, 1) for a name (the same in every process)."""
+    return zlib.crc32(name.encode()) / 2 ** 32
+
+
 def _preferred(candidates: list[dict], pilot_id: str, want: int) -> list[dict]:
     """The ``want`` candidates this pilot prefers, in their original order.
 
     Pilots reading the same window would all take its first rows, and all
     but one would lose the race. So once a pilot has lost one, it prefers
-    the tokens whose id hashes closest after its own id's hash on a circle
-    (as in consistent hashing): pilots divide a window between them without
-    talking, and only pilots whose hashes are close compete.
+    the tokens whose id hashes closest after its own id's hash on a circle:
+    pilots divide a window between them without talking, and only pilots
+    whose hashes are close compete.
     """
     origin = point(pilot_id)
     ranked = sorted(range(len(candidates)),
@@ -363,25 +269,18 @@ def _take(doc: dict, holder: Holder, lease_seconds: float, now: float) -> tuple[
 def claim(db: Database, holder: Holder, *, limit: int = 1,
           lease_seconds: float = DEFAULT_LEASE, source: Source | None = None,
           accept: Callable[[dict], bool] | None = None,
-          rounds: int = 5, rng: random.Random | None = None,
-          roster: Roster | None = None) -> ClaimResult:
+          rounds: int = 5, rng: random.Random | None = None) -> ClaimResult:
     """Lock up to ``limit`` claimable tokens for ``holder``.
 
     Returns the locked tokens (with their new ``_rev``); an empty result
     means there is nothing to claim now, a normal outcome. ``accept`` can
     skip candidates (for example tokens that would not fit in the walltime
     left). ``source`` defaults to the ``Pilot/todo_by_priority`` view.
-    With a ``roster``, pilots that race for the same feed rows divide them.
     """
     rng = rng or random.Random()
     source = source or ViewSource()
     result = ClaimResult()
-    if roster is not None and roster.size > 1:
-        # Read about as many rows as hold this pilot's share of the claim, a
-        # little less: what it owns beyond the limit would wait for the end.
-        window = min(max(MIN_WINDOW, math.ceil(0.8 * limit / roster.share)), MAX_WINDOW)
-    else:
-        window = max(MIN_WINDOW, SHARE * limit)
+    window = max(MIN_WINDOW, SHARE * limit)
     lost_rounds = stale_windows = 0
     while lost_rounds < rounds and stale_windows < rounds:
         got = source.fetch(db, window)
@@ -402,30 +301,30 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
         share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
             else max(1, math.ceil(got.backlog / (2 * SHARE)))
         want = min(limit - len(result.tokens), share)
-        owned = roster.owned(db, list(candidates.values())) \
-            if got.in_order and got.contested and roster is not None else []
-        if owned:
-            chosen = owned[:limit - len(result.tokens)]
-        elif got.in_order and got.contested:
+        if got.in_order and got.contested:
             chosen = _preferred(list(candidates.values()), holder.pilot_id, want)
         elif got.in_order:
             # Alone (as far as we know): a run from the front, skipping nothing.
             chosen = list(candidates.values())[:want]
         else:
             chosen = _order(list(candidates.values()), rng)[:want]
-        picked = [_take(doc, holder, lease_seconds, now) for doc in chosen]
+        picked = [_take(doc, holder, lease_seconds, now) for doc in _checked(db, chosen, now)]
         outcomes = db.bulk_docs([doc for doc, _ in picked])
-        lost = sum("error" in o for o in outcomes)
+        lost = sum(not confirmed(o) for o in outcomes)
         source.attempted(chosen, lost=lost)
-        if lost and roster is not None:
-            roster.lost_race()
+        doubtful = []
         for (doc, recovered), outcome in zip(picked, outcomes):
             if "error" in outcome:
                 result.conflicts += 1
-                continue
-            result.recovered += recovered
-            if state.classify(doc) is TokenState.LOCKED:
-                result.tokens.append(doc)
+            elif not confirmed(outcome):
+                result.in_doubt += 1
+                if state.classify(doc) is TokenState.LOCKED:
+                    doubtful.append(state.withdraw(doc))
+            else:
+                result.recovered += recovered
+                if state.classify(doc) is TokenState.LOCKED:
+                    result.tokens.append(doc)
+        _withdraw(db, doubtful)
         if result.tokens:
             # Possibly fewer than asked for when others won some races:
             # good enough, the caller comes back for more.
@@ -434,10 +333,25 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
     return result
 
 
+def _withdraw(db: Database, doubtful: list[dict]) -> None:
+    """Mark unconfirmed locks in doubt, so that nobody waits for them.
+
+    Best effort: a mark that does not get through leaves a lock that
+    nobody renews, which is resolved once its lease runs out.
+    """
+    if not doubtful:
+        return
+    log.info("%d lock(s) not confirmed by a quorum: marked in doubt, not run", len(doubtful))
+    try:
+        db.bulk_docs(doubtful)
+    except (errors.ConnectionFailed, errors.ServerError) as exc:
+        log.warning("could not mark %d lock(s) in doubt: %s", len(doubtful), exc)
+
+
 def release(db: Database, tokens: list[dict]) -> int:
     """Give back tokens that were claimed but never started; return how many."""
     released = [state.release(doc) for doc in tokens if state.classify(doc) is TokenState.LOCKED]
     if not released:
         return 0
     outcomes = db.bulk_docs(released)
-    return sum(1 for o in outcomes if "error" not in o)
+    return sum(1 for o in outcomes if confirmed(o))

@@ -19,6 +19,15 @@ def doc_path(doc_id: str) -> list[str]:
     return [doc_id]
 
 
+def confirmed(result: dict) -> bool:
+    """Whether a ``_bulk_docs`` result is a write that surely took effect.
+
+    On a cluster, ``"accepted": true`` marks a write that reached fewer
+    replicas than a quorum: a conflicting write may still win over it.
+    """
+    return "error" not in result and not result.get("accepted")
+
+
 class Database:
     """A named database on a :class:`Transport`. No I/O until a call."""
 
@@ -102,7 +111,13 @@ class Database:
             return None
 
     def put(self, doc: dict) -> str:
-        """Write ``doc`` (creating or updating by its ``_rev``); store and return the new rev."""
+        """Write ``doc`` (creating or updating by its ``_rev``); store and return the new rev.
+
+        A write that a cluster could not confirm with a quorum raises
+        :class:`errors.WriteInDoubt` (with ``_rev`` set to the new revision,
+        so that the writer can withdraw it). ``_local`` documents are not
+        replicated between nodes, so they are never in doubt.
+        """
         if "_id" not in doc:
             raise errors.InvalidToken("a document needs an _id to be saved with put")
         try:
@@ -110,9 +125,29 @@ class Database:
         except errors.NotFound:
             raise self._missing() from None
         doc["_rev"] = result["rev"]
+        if result.get("accepted") and not doc["_id"].startswith("_local/"):
+            raise errors.WriteInDoubt(
+                f"the server stored '{doc['_id']}' on fewer replicas than a quorum "
+                "(HTTP 202): a conflicting write may win", rev=result["rev"])
         return result["rev"]
 
+    def leaves(self, doc_id: str) -> list[dict]:
+        """Every leaf revision of a document, deleted ones included.
+
+        A cluster answers this from a quorum of replicas, so a revision
+        that was confirmed by a quorum is always among them: the one read
+        that tells for sure whether a document has conflicting branches.
+        """
+        try:
+            answer = self._request("GET", *doc_path(doc_id), params={"open_revs": "all"})
+        except errors.NotFound:
+            if not self.exists():
+                raise self._missing() from None
+            return []
+        return [item["ok"] for item in answer if isinstance(item, dict) and "ok" in item]
+
     def delete(self, doc_id: str, rev: str) -> str:
+        """Delete one revision (a conflicting branch, or the document)."""
         result = self._request("DELETE", *doc_path(doc_id), params={"rev": rev})
         return result["rev"]
 
@@ -139,7 +174,7 @@ class Database:
             result = by_id.get(doc["_id"]) or {
                 "id": doc["_id"], "error": "unknown", "reason": "no result from the server"}
             if "rev" in result and "error" not in result:
-                doc["_rev"] = result["rev"]
+                doc["_rev"] = result["rev"]  # accepted ones too: the writer may withdraw them
             results.append(result)
         return results
 

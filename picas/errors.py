@@ -23,6 +23,14 @@ class AuthenticationFailed(PicasError, LegacyUnauthorized):
     """HTTP 401: the server rejected the credentials."""
 
 
+class AccountLocked(AuthenticationFailed):
+    """HTTP 403 from CouchDB 3.4+'s login lockout: too many failed logins.
+
+    A subclass of :class:`AuthenticationFailed` so that whatever stops at a
+    wrong password stops here too: every further try would prolong the lock.
+    """
+
+
 class PermissionDenied(PicasError, LegacyUnauthorized):
     """HTTP 403: authenticated, but not allowed on this database."""
 
@@ -45,6 +53,20 @@ class ViewNotFound(NotFound):
 
 class Conflict(PicasError, LegacyConflict):
     """HTTP 409: someone else changed the document first."""
+
+
+class WriteInDoubt(PicasError):
+    """HTTP 202 (or ``"accepted": true``): a cluster stored the write on fewer
+    replicas than a quorum. It may yet lose to a conflicting write, so it
+    must not be acted on as if it had won."""
+
+    def __init__(self, message: str, rev: str | None = None) -> None:
+        super().__init__(message)
+        self.rev = rev
+
+
+class NoQuorum(PicasError):
+    """Writes keep coming back unconfirmed: too few of the cluster's nodes are up."""
 
 
 class DatabaseExists(Conflict, LegacyPreconditionFailed):

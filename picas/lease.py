@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Iterable
 
-from . import designdocs, errors, state
-from .database import Database
+from . import conflicts, designdocs, errors, state
+from .database import Database, confirmed
 from .state import TokenState
 
 log = logging.getLogger(__name__)
@@ -26,15 +26,19 @@ def recover_expired(db: Database, now: float | None = None, limit: int = 500) ->
     """Put tokens whose lease ran out back in todo (or error); return how many.
 
     Safe to run from many pilots at once: a token renewed or recovered by
-    someone else in the meantime is a conflict, and is left alone.
+    someone else in the meantime is a conflict, and is left alone. Each
+    token is read with all its branches first (:func:`conflicts.current`):
+    a lease that ran out on one branch may sit beside a running lock.
     """
     now = time.time() if now is None else now
-    rows = db.view(designdocs.PILOT, "locked_by_expiry", endkey=now, include_docs=True,
-                   limit=limit)["rows"]
-    expired = [state.expire(row["doc"], now=now) for row in rows
-               if row.get("doc") and state.lease_expired(row["doc"], now)]
+    rows = db.view(designdocs.PILOT, "locked_by_expiry", endkey=now, limit=limit)["rows"]
+    expired = []
+    for row in rows:
+        current = conflicts.current(db, row["id"], now)
+        if current is not None and state.lease_expired(current, now):
+            expired.append(state.expire(current, now=now))
     results = db.bulk_docs(expired)
-    recovered = sum(1 for r in results if "error" not in r)
+    recovered = sum(1 for r in results if confirmed(r))
     if recovered:
         log.info("recovered %d token(s) whose lease had expired", recovered)
     return recovered
@@ -114,20 +118,25 @@ class LeaseKeeper:
             renewed = [state.renew(token, self.lease_seconds) for token in held]
             results = self.db.bulk_docs(renewed)
             for token, result in zip(renewed, results):
-                if "error" in result:
-                    self._resolve(token)
-                else:
+                if confirmed(result):
                     self._held[token["_id"]] = token
+                else:
+                    self._resolve(token, written="error" not in result)
             self.renewals += 1
 
-    def _resolve(self, mine: dict) -> None:
-        """A renewal conflicted: find out whether the lease is still ours."""
+    def _resolve(self, mine: dict, written: bool = False) -> None:
+        """A renewal conflicted, or was not confirmed (``written``): find out
+        whether the lease is still ours, resolving branches if there are any."""
         token_id = mine["_id"]
-        try:
-            current = self.db.get(token_id)
-        except errors.NotFound:
-            current = {}
-        ours = (state.classify(current) is TokenState.LOCKED
+        if written:
+            self._held[token_id] = mine  # our newest revision, wherever it lives now
+        leaves = conflicts.live_leaves(self.db, token_id)
+        current = leaves[0] if len(leaves) == 1 else None
+        if len(leaves) > 1:
+            current = conflicts.resolve(self.db, leaves)
+            if current is None:
+                return  # cannot be decided yet: renew on our branch, look again next beat
+        ours = (current is not None and state.classify(current) is TokenState.LOCKED
                 and state.lease_id(current) == state.lease_id(mine))
         if not ours:
             log.warning("lease on %s was taken over", token_id)
@@ -140,6 +149,8 @@ class LeaseKeeper:
         try:
             self.db.put(renewed)
             self._held[token_id] = renewed
+        except errors.WriteInDoubt:
+            self._held[token_id] = renewed  # our newest revision; looked at again next beat
         except errors.Conflict:
-            # Changed again just now: keep the fresh copy, retry next beat.
+            # Changed again just now: keep the fresh copy, look again next beat.
             self._held[token_id] = current

@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import claim, designdocs, errors, lease, pool, results, roster, runner, shutdown, state
+from . import claim, designdocs, errors, lease, pool, results, runner, shutdown, state
 from .database import Database
 from .state import Holder, Outcome
 
@@ -28,6 +28,9 @@ BATCH_SECONDS = 2.0
 #: ...but never more tokens than this, and it grows at most this fast.
 MAX_AUTO_BATCH = 100
 BATCH_GROWTH = 4
+#: Claims in a row in which the cluster confirmed no lock but left some in
+#: doubt: a quorum of nodes is missing, not merely a race lost.
+NO_QUORUM_CLAIMS = 10
 
 @dataclass(frozen=True)
 class PilotOptions:
@@ -122,6 +125,7 @@ class PilotReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     claimed: int = 0
     conflicts: int = 0
+    in_doubt: int = 0
     released: int = 0
     recovered: int = 0
     late: int = 0
@@ -147,16 +151,13 @@ class Pilot:
         self.queue: deque[str] = deque()
         self.report = PilotReport(pilot_id=self.holder.pilot_id)
         self.started_at = time.monotonic()
-        self.roster = roster.Roster(self.holder.pilot_id)
-        # Only pilots that stop when the pool is empty share their scans (see ChangesSource);
-        # and not with --end-time, which passes over tokens too long for this pilot.
-        self.changes = claim.ChangesSource(
-            share_scans=not options.endless and options.end_time is None, roster=self.roster)
+        self.changes = claim.ChangesSource()
         self.workspace = runner.Workspace(options.workdir)
         self.run_options = runner.RunOptions(options.log_cap, options.grace)
         self.batch = BatchSizer(options.batch)
         self._priorities_checked: float | None = None
         self._priorities = False
+        self._unconfirmed = 0
 
     # -- stop conditions ------------------------------------------------------
     def _stop_reason(self) -> str | None:
@@ -224,15 +225,23 @@ class Pilot:
         accept = self._fits if self.options.end_time is not None else None
         source = self._source()
         got = claim.claim(self.db, self.holder, limit=limit, lease_seconds=self.options.lease,
-                          source=source, accept=accept, roster=self.roster)
+                          source=source, accept=accept)
         self.report.claimed += len(got.tokens)
         self.report.conflicts += got.conflicts
+        self.report.in_doubt += got.in_doubt
         self.report.recovered += got.recovered
+        self._unconfirmed = self._unconfirmed + 1 if got.in_doubt and not got.tokens else 0
+        if self._unconfirmed >= NO_QUORUM_CLAIMS:
+            raise errors.NoQuorum(
+                f"CouchDB confirmed none of this pilot's locks in {self._unconfirmed} claims "
+                "in a row (HTTP 202: stored on fewer replicas than a quorum): too few of "
+                "the cluster's nodes are up; stopped claiming rather than risk running a "
+                "token twice")
         if not got.tokens and isinstance(source, claim.ViewSource) and self._recover():
             return self._fill()
         self.keeper.hold(got.tokens)
         self.queue.extend(token["_id"] for token in got.tokens)
-        return bool(got.tokens or got.conflicts)
+        return bool(got.tokens or got.conflicts or got.in_doubt)
 
     def _shed(self) -> None:
         """Hand back the queued tokens that the batch size no longer allows."""
@@ -348,14 +357,13 @@ class Pilot:
         """Hand back unstarted tokens and write every result, whatever happened."""
         try:
             self.keeper.stop()
-            self._release(list(self.queue))
+            try:
+                self._release(list(self.queue))
+            except errors.PicasError as exc:
+                # Unreleased tokens come back when their lease runs out.
+                log.warning("could not hand back %d queued token(s): %s", len(self.queue), exc)
             self.queue.clear()
             self.writer.flush()
-            if self.report.stopped_because != "no-work":
-                # With work left, others should own this pilot's share at once. A
-                # pilot that found none leaves it to go stale: at the end of a
-                # drain all pilots would otherwise rewrite the roster at once.
-                self.roster.leave(self.db)
         finally:
             self.workspace.close()
             self.report.late = self.writer.late

@@ -22,8 +22,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import errors, state
-from .database import Database
+from . import conflicts, errors, state
+from .database import Database, confirmed
 from .state import TokenState
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,11 @@ class ResultWriter:
             try:
                 self._write(pending)
                 return
+            except errors.AuthenticationFailed as exc:
+                # Trying again would only count as more failed logins.
+                log.error("could not write %d result(s): %s", len(pending), exc)
+                self._spool([result for _, result in pending])
+                return
             except (errors.ConnectionFailed, errors.ServerError) as exc:
                 if time.monotonic() + delay > give_up:
                     log.error("could not write %d result(s): %s", len(pending), exc)
@@ -135,24 +140,46 @@ class ResultWriter:
         todo = [item for item in todo if item[2] is not None]
         outcomes = self.db.bulk_docs([doc for _, _, doc in todo])
         for (current, result, _), outcome in zip(todo, outcomes):
-            if "error" in outcome:
-                self._write_one(result)
-            else:
+            if confirmed(outcome):
                 self._count(current, result)
+            else:
+                self._write_one(result)
 
     def _write_one(self, result: Result, tries: int = 10) -> None:
-        """Re-read and re-apply until the write goes through (conflicts only)."""
+        """Re-read and re-apply until the write is confirmed.
+
+        Reads every branch: on a cluster, a write that was not confirmed
+        may sit on a branch of its own. The result goes onto the branch of
+        its own lease where there is one (a finished attempt outranks any
+        other branch), and the other branches are resolved.
+        """
         for _ in range(tries):
-            current = self.db.get(result.token_id)
-            doc = apply(current, result, self.default_max_attempts)
-            if doc is None:
+            leaves = conflicts.live_leaves(self.db, result.token_id)
+            if not leaves:
+                log.warning("token %s is gone; its result was not recorded", result.token_id)
                 return
+            recorded = next((doc for doc in leaves if already_recorded(doc, result)), None)
+            if recorded is not None:
+                self.written += 1  # an earlier write went through after all
+                if len(leaves) > 1:
+                    conflicts.resolve(self.db, leaves)
+                return
+            current = next((doc for doc in leaves if state.lease_id(doc) == result.lease_id
+                            and state.classify(doc) is TokenState.LOCKED), None)
+            if current is None:
+                current = leaves[0] if len(leaves) == 1 else conflicts.resolve(self.db, leaves)
+            if current is None:
+                time.sleep(0.5)  # branches that cannot be decided yet: look again
+                continue
+            doc = apply(current, result, self.default_max_attempts)
             try:
                 self.db.put(doc)
-                self._count(current, result)
-                return
-            except errors.Conflict:
+            except (errors.Conflict, errors.WriteInDoubt):
                 continue
+            self._count(current, result)
+            if len(leaves) > 1:
+                conflicts.current(self.db, result.token_id)
+            return
         raise errors.Conflict(f"token {result.token_id} kept changing; result not written")
 
     def _count(self, current: dict, result: Result) -> None:

@@ -234,6 +234,57 @@ def renew(doc: dict, lease_seconds: float, now: float | None = None) -> dict:
     return token
 
 
+def withdraw(doc: dict) -> dict:
+    """A lock whose write a cluster could not confirm, marked *in doubt*.
+
+    A conflicting lock may hold the quorum, so the pilot must not run the
+    token. The mark tells everyone that this lock never ran: its lease is
+    over at once, and when branches are resolved it gives way to any
+    other (see :mod:`picas.conflicts`).
+    """
+    require(doc, TokenState.LOCKED)
+    token = _copy(doc)
+    lease = token.setdefault("lease", {})
+    lease.update(in_doubt=True, expires=lease.get("claimed", 0))
+    return token
+
+
+def in_doubt(doc: dict) -> bool:
+    """Whether a locked token's lock was never confirmed (see :func:`withdraw`)."""
+    return bool((doc.get("lease") or {}).get("in_doubt")) and classify(doc) is TokenState.LOCKED
+
+
+def merge_branches(kept: dict, others: list[dict]) -> dict:
+    """``kept`` with what the other branches of the same token know as well:
+    their attempts, and, for the same lease, a cancel request and the
+    latest renewal. Equal to ``kept`` when they add nothing."""
+    token = _copy(kept)
+    seen = {_attempt_key(a) for a in token.get("attempts", [])}
+    added = False
+    for other in others:
+        for attempt in other.get("attempts", []):
+            if _attempt_key(attempt) not in seen:
+                seen.add(_attempt_key(attempt))
+                token.setdefault("attempts", []).append(_copy(attempt))
+                added = True
+        same_lease = (classify(token) is TokenState.LOCKED and lease_id(token) is not None
+                      and lease_id(other) == lease_id(token))
+        if same_lease:
+            if other.get("cancel_requested"):
+                token["cancel_requested"] = True
+            expires = (other.get("lease") or {}).get("expires")
+            if isinstance(expires, (int, float)) and expires > token["lease"].get("expires", 0):
+                token["lease"]["expires"] = expires
+    if added:
+        token["attempts"].sort(key=lambda a: (a.get("end") or 0, a.get("n") or 0))
+    return token
+
+
+def _attempt_key(attempt: dict) -> tuple:
+    return (attempt.get("lease"), attempt.get("n"), attempt.get("outcome"),
+            bool(attempt.get("late")))
+
+
 def lease_expired(doc: dict, now: float | None = None) -> bool:
     """True for a locked token whose lease ran out (tokens without one never expire)."""
     lease = doc.get("lease")
@@ -332,7 +383,12 @@ def release(doc: dict) -> dict:
 
 
 def expire(doc: dict, now: float | None = None) -> dict:
-    """A locked token whose lease ran out: record the lost attempt, retry it."""
+    """A locked token whose lease ran out: record the lost attempt, retry it.
+
+    A lock in doubt never ran: it goes back to todo with nothing recorded.
+    """
+    if in_doubt(doc):
+        return release(doc)
     attempt = new_attempt(doc, Outcome.LEASE_LOST, end=now)
     return finish(doc, attempt, now=now)
 

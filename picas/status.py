@@ -53,6 +53,16 @@ def running(db: Database, limit: int = RUNNING_LIMIT, now: float | None = None) 
     return sorted(out, key=lambda r: -(r["age_s"] or 0))
 
 
+def needs_recovery(db: Database) -> dict[str, int]:
+    """Tokens with conflicting branches, and locks a cluster never confirmed
+    (both left by a cluster's split writes; `picas recover` resolves them)."""
+    found = {"conflicts": 0, "in_doubt": 0}
+    for row in db.view(MONITOR, "conflicts", group=True)["rows"]:
+        if row["key"] in found:
+            found[row["key"]] = int(row["value"])
+    return found
+
+
 def errors_by_exit_code(db: Database) -> dict[str, int]:
     rows = db.view(MONITOR, "error_by_exit_code", group=True)["rows"]
     return {str(row["key"]): int(row["value"]) for row in rows}
@@ -116,6 +126,10 @@ def summary(db: Database, running_limit: int = RUNNING_LIMIT,
     now = time.time() if now is None else now
     result: dict[str, Any] = counts(db)
     result["total"] = sum(result[s.value] for s in TokenState)
+    # Branches come from pilots' writes; a pool where all is todo needs no look
+    # (a pilot that meets a todo token with branches resolves it anyway).
+    result.update(needs_recovery(db) if result["total"] > result["todo"]
+                  else {"conflicts": 0, "in_doubt": 0})
     sample = running(db, max(running_limit, RUNNING_LIMIT), now) if result["locked"] else []
     result["running"] = sample[:running_limit]
     result["errors_by_exit_code"] = errors_by_exit_code(db) if result["error"] else {}

@@ -84,6 +84,8 @@ class Transport:
         self.timeout = (connect_timeout, timeout)
         self.request_count = 0
         self._session: requests.Session | None = None
+        #: the login error once the server rejected these credentials
+        self._rejected: errors.AuthenticationFailed | None = None
 
     @property
     def credentials(self) -> tuple[str, str] | None:
@@ -138,6 +140,10 @@ class Transport:
 
         ``database`` only improves error messages.
         """
+        if self._rejected is not None:
+            # Every further try with the same password counts as a failed
+            # login, and CouchDB 3.4+ locks the user out after five.
+            raise self._rejected
         path = list(path)
         url = self.path_url(path)
         session = self._open()
@@ -163,15 +169,21 @@ class Transport:
                 f"request to {self.url} failed ({_reason(exc)}): check the "
                 "network and the server") from None
         if response.status_code >= 400:
-            raise self._error(response, path, database)
+            error = self._error(response, path, database)
+            if isinstance(error, errors.AuthenticationFailed):
+                self._rejected = error
+            raise error
         if raw:
             return response.content
         try:
-            return response.json()
+            body = response.json()
         except ValueError:
             raise errors.ServerError(
                 f"{self.url} answered {method} {path[:1]} with something that is "
                 "not JSON: is this URL a CouchDB server?") from None
+        if response.status_code == 202:
+            mark_accepted(body)
+        return body
 
     def _error(self, response: requests.Response, path: list[str],
                database: str | None) -> errors.PicasError:
@@ -190,6 +202,12 @@ class Transport:
                 f"{self.url} rejected {who}: check the username and password "
                 "(PICAS_USERNAME / PICAS_PASSWORD), and that the user may use "
                 f"database '{db}'")
+        if status == 403 and "locked" in str(reason).lower():
+            return errors.AccountLocked(
+                f"{self.url} has locked out {who} after repeated failed logins "
+                f"({reason}): fix the password, and start nothing with it until the "
+                "lock ends (CouchDB's [chttpd_auth_lockout] lockout_duration, "
+                "5 minutes by default)")
         if status == 403:
             return errors.PermissionDenied(
                 f"{who} may not do this on database '{db}' at {self.url} ({reason}): "
@@ -208,6 +226,23 @@ class Transport:
                 "and check the server's log if it persists")
         return errors.RequestRejected(
             f"{self.url} refused the request with HTTP {status}: {reason}")
+
+
+def mark_accepted(body: Any) -> None:
+    """Mark the writes of a 202 answer as ``"accepted": true``.
+
+    A CouchDB cluster answers 202 when a write reached fewer replicas than
+    a quorum. Single writes say so only by that status, and older servers
+    do not mark which documents of a ``_bulk_docs`` it was: then every
+    write of the answer counts as unconfirmed.
+    """
+    if isinstance(body, dict) and body.get("ok"):
+        body["accepted"] = True
+    elif isinstance(body, list) and not any(
+            isinstance(item, dict) and item.get("accepted") for item in body):
+        for item in body:
+            if isinstance(item, dict) and "error" not in item:
+                item["accepted"] = True
 
 
 def _reason(exc: Exception) -> str:

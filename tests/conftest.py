@@ -88,6 +88,16 @@ def _server_alive(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("couch").check_alive()
 
 
+@pytest.fixture
+def stranger() -> str:
+    """A user name for wrong-password tests, new in every test.
+
+    Never the admin's: CouchDB 3.4+ locks a user out after five failed
+    logins, and a locked-out admin would fail every test after it.
+    """
+    return unique_name("picas_stranger")
+
+
 def unique_name(prefix: str = "picas_test") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 

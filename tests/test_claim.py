@@ -6,18 +6,15 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
 
 from picas import claim, state
-from picas import roster as roster_module
 from picas.clients import CouchDB
 from picas.database import Database
 from picas.documents import Task
 from picas.iterators import TaskViewIterator
-from picas.roster import ROSTER_ID, Roster
 from picas.state import Holder, TokenState
 
 T_DONE = 1_700_000_100
@@ -315,54 +312,10 @@ def test_pilots_that_lost_a_race_divide_a_window_between_them():
     assert len(covered) > 250
 
 
-# -- pilots on a roster divide contested windows ---------------------------------
-
 def _contested_source() -> claim.ChangesSource:
     source = claim.ChangesSource()
     source.attempted([], lost=1)  # as after a lost race
     return source
-
-
-def _joined(db: Database, *pilot_ids: str) -> list[Roster]:
-    """Rosters of pilots that all joined, each knowing all the others."""
-    for pilot_id in pilot_ids:
-        Roster(pilot_id).members(db)
-    rosters = [Roster(pilot_id) for pilot_id in pilot_ids]
-    for roster in rosters:
-        roster.members(db)  # joins again, reading everyone
-    return rosters
-
-
-def test_pilots_on_a_roster_claim_disjoint_shares_without_a_race(client, db):
-    ids = _make_tokens(client, 200)
-    first, second = _joined(db, "pilot-a", "pilot-b")
-    assert first.members(db) == second.members(db) == ["pilot-a", "pilot-b"]
-    got = [claim.claim(db, Holder(r.pilot_id, "h"), limit=150, source=_contested_source(),
-                       roster=r) for r in (first, second)]
-    mine = [{doc["_id"] for doc in result.tokens} for result in got]
-    assert [result.conflicts for result in got] == [0, 0]
-    assert mine[0].isdisjoint(mine[1]) and mine[0] | mine[1] == set(ids)
-    # Many points per pilot keep the shares close to even.
-    assert all(60 <= len(share) <= 140 for share in mine), [len(share) for share in mine]
-
-
-def test_a_pilot_that_leaves_or_goes_silent_drops_off_the_roster(db):
-    db.put({"_id": ROSTER_ID, "pilots": {"ghost": time.time() - 2 * roster_module.STALE}})
-    staying, leaving = _joined(db, "pilot-a", "pilot-b")
-    assert staying.members(db) == ["pilot-a", "pilot-b"]  # the silent one is gone
-    leaving.leave(db)
-    assert set(db.get(ROSTER_ID)["pilots"]) == {"pilot-a"}
-    staying.lost_race()  # a lost race makes it read the roster again, soon
-    assert staying.members(db) == ["pilot-a", "pilot-b"]
-    time.sleep(roster_module.MIN_REREAD + 0.1)
-    assert staying.members(db) == ["pilot-a"]
-
-
-def test_the_roster_stays_out_of_the_changes_feed(client, db):
-    _make_tokens(client, 3)
-    _joined(db, "pilot-a")
-    rows = db.changes(since=0)["results"]
-    assert len(rows) >= 3 and all(not row["id"].startswith("_local/") for row in rows)
 
 
 def test_a_pilot_sharing_a_window_reads_it_once():
@@ -370,7 +323,7 @@ def test_a_pilot_sharing_a_window_reads_it_once():
                                                       "lock": 0, "done": 0}} for i in range(100)]
 
     class Feed:
-        def changes(self, since, limit, include_docs):
+        def changes(self, since, limit, **_):
             return {"results": [row for row in rows if row["seq"] > since][:limit]}
 
     alone, sharing = claim.ChangesSource(), _contested_source()
@@ -381,112 +334,3 @@ def test_a_pilot_sharing_a_window_reads_it_once():
     assert alone.fetch(Feed(), 60).docs[0]["_id"] == "t0001"
     assert sharing.fetch(Feed(), 60).docs[0]["_id"] == "t0060"
     assert len(sharing.skipped) == 59  # still remembered, in case nobody takes them
-
-
-# -- pilots that stop when the pool is empty share their scans -----------------------
-
-def _finished(client: CouchDB, n: int) -> None:
-    _make_tokens(client, n, lock=T_DONE, done=T_DONE, exit_code=0)
-
-
-def test_a_pilot_in_finished_rows_jumps_to_where_another_found_nothing(client, db):
-    _finished(client, 60)
-    behind, ahead = claim.ChangesSource(share_scans=True), claim.ChangesSource(share_scans=True)
-    assert behind.fetch(db, 10).docs == []  # now reading finished rows
-    assert ahead.fetch(db, 100).docs == [] and ahead.fetch(db, 100).exhausted
-    assert db.get(claim.SCANNED_ID)["seq"] == ahead.cursor
-    reads = db.transport.request_count
-    window = behind.fetch(db, 10)
-    assert (window.docs, window.exhausted, behind.cursor) == ([], True, ahead.cursor)
-    assert db.transport.request_count - reads == 2  # the shared scan, then an empty read
-    # Whatever becomes claimable later sits past the shared point, and is found.
-    assert client.save_documents([Task({"_id": "later"})]) == [True]
-    assert [doc["_id"] for doc in behind.fetch(db, 10).docs] == ["later"]
-
-
-def test_a_scan_that_left_tokens_behind_shares_them_as_open(client, db):
-    _finished(client, 20)
-    ids = [f"new{i}" for i in range(5)]
-    assert client.save_documents([Task({"_id": i}) for i in ids]) == [True] * 5
-    behind, ahead = claim.ChangesSource(share_scans=True), claim.ChangesSource(share_scans=True)
-    assert behind.fetch(db, 10).docs == []  # now reading finished rows
-    assert len(ahead.fetch(db, 100).docs) == 5
-    ahead.attempted([])  # passed over all five without taking one: they are skipped
-    assert [doc["_id"] for doc in ahead.fetch(db, 100).docs] == ids  # the end: they come back
-    assert db.get(claim.SCANNED_ID)["open"] == ids
-    # The pilot behind jumps to the end of that scan and takes the open ones on.
-    window = behind.fetch(db, 10)
-    assert [doc["_id"] for doc in window.docs] == ids and behind.cursor == ahead.cursor
-
-
-def test_a_shared_scan_lists_every_lease_that_ran_out(client, db):
-    ids = _make_tokens(client, 2)
-    gone = Holder("gone", "h")
-    while len(claim.claim(db, gone, lease_seconds=0.5, source=claim.ChangesSource()).tokens):
-        pass  # both locked by a pilot that then went away
-    source = claim.ChangesSource(share_scans=True)
-    assert source.fetch(db, 10).docs == []  # both locked: watched
-    time.sleep(0.6)
-    assert len(source.fetch(db, 1).docs) == 1  # a recheck reads one window's worth...
-    assert sorted(db.get(claim.SCANNED_ID)["open"]) == ids  # ...but both are open now
-
-
-def test_a_pilot_among_finished_rows_waits_for_another_that_scans_them(client, db, couch):
-    _finished(client, 60)
-    mine, other = _joined(db, "pilot-a", "pilot-b")
-    scanner = claim.ChangesSource(share_scans=True, roster=mine)
-    waiter = claim.ChangesSource(share_scans=True, roster=other)
-    waiter_db = Database(couch.transport(), db.name)
-    for source, database in ((scanner, db), (waiter, waiter_db)):
-        assert source.fetch(database, 10).docs == []  # both among finished rows
-    scanner.fetch(db, 10)  # reads on, and says so
-    assert db.get(claim.SCANNED_ID)["scanner"] == "pilot-a"
-    windows: list[claim.Window] = []
-    waiting = threading.Thread(target=lambda: windows.append(waiter.fetch(waiter_db, 10)))
-    before = waiter_db.transport.request_count
-    waiting.start()
-    deadline = time.monotonic() + 10
-    while waiter_db.transport.request_count < before + 2 and time.monotonic() < deadline:
-        time.sleep(0.01)  # until the waiter has looked at the shared scan twice
-    while not scanner.fetch(db, 100).exhausted:
-        pass
-    waiting.join(10)
-    # Without waiting, it would have read the next ten finished rows itself.
-    assert windows and windows[0].exhausted and waiter.cursor == scanner.cursor
-    assert "scanner" not in db.get(claim.SCANNED_ID)
-
-
-def test_a_scanner_that_went_silent_is_passed_over(client, db, monkeypatch):
-    monkeypatch.setattr(claim, "SCAN_STALE", 0.2)
-    _finished(client, 30)
-    db.put({"_id": claim.SCANNED_ID, "scanner": "ghost"})
-    source = claim.ChangesSource(share_scans=True)
-    assert source.fetch(db, 10).docs == []
-    first = source.cursor
-    assert not source.fetch(db, 10).exhausted
-    assert source.cursor != first  # it read on by itself
-
-
-def test_shares_of_a_roster_add_up_to_the_whole(db):
-    rosters = _joined(db, *(f"pilot-{n}" for n in range(8)))
-    assert sum(r.share for r in rosters) == pytest.approx(1.0)
-    assert all(0.05 < r.share < 0.25 for r in rosters), [r.share for r in rosters]
-    ids = [f"t{i:04d}" for i in range(500)]
-    assert sorted(i for r in rosters for i in ids if r.owns(i)) == ids
-
-
-def test_a_pilot_asks_for_its_own_skipped_tokens_before_reading_others_rows(client, db):
-    before = len(db.changes(since=0)["results"])  # the design documents
-    _make_tokens(client, 40)
-    client.save_documents([Task({"_id": f"z{i:03d}", "lock": T_DONE, "done": T_DONE,
-                                 "exit_code": 0}) for i in range(30)])
-    mine, other = _joined(db, "pilot-a", "pilot-b")
-    source = claim.ChangesSource(roster=mine)
-    source.attempted([], lost=1)
-    first = source.fetch(db, before + 40)  # the 40 todo tokens, of both pilots
-    assert len(first.docs) == 40
-    source.attempted(first.docs[:1])  # it took one: the rest stay skipped
-    again = source.fetch(db, 30)  # finished rows only, as far as it can tell not the last
-    assert not again.exhausted
-    assert {doc["_id"] for doc in again.docs} == \
-        {doc["_id"] for doc in first.docs[1:] if mine.owns(doc["_id"])} != set()

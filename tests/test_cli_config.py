@@ -63,8 +63,8 @@ def test_init_enter_keeps_the_stored_password(conf):
     assert (profile["password"], profile["database"]) == ("first", "other")
 
 
-def test_init_warns_when_the_settings_do_not_work(couch, db, conf):
-    result = picas(conf, "--url", couch.url, "-d", db.name, "-u", couch.username, "init",
+def test_init_warns_when_the_settings_do_not_work(couch, db, conf, stranger):
+    result = picas(conf, "--url", couch.url, "-d", db.name, "-u", stranger, "init",
                    input="wrong-password\n")
     assert result.exit_code == 0
     assert "warning: the settings were saved, but do not work yet" in result.stderr

@@ -101,11 +101,11 @@ def test_watch_text_has_a_progress_bar(db, env):
     assert "[########################################] 100.0%  1/1 finished" in result.stdout
 
 
-def test_status_errors_are_one_line(env):
+def test_status_errors_are_one_line(env, stranger):
     url = f"http://127.0.0.1:{free_port()}"
     down = picas(env, "status", "--watch", PICAS_URL=url)
     assert down.exit_code == 1 and down.stderr.startswith(f"error: cannot reach CouchDB at {url}")
-    wrong = picas(env, "status", PICAS_PASSWORD="wrong")
+    wrong = picas(env, "status", PICAS_USERNAME=stranger, PICAS_PASSWORD="wrong")
     assert wrong.exit_code == 1 and "check the username and password" in wrong.stderr
 
 

@@ -56,14 +56,42 @@ def test_server_down_names_the_url():
     assert "server is running" in str(caught.value)
 
 
-def test_wrong_password_says_check_the_username_and_password(couch, db):
-    client = _client(couch, db.name, password="not-" + couch.password)
+def test_wrong_password_says_check_the_username_and_password(couch, db, stranger):
+    client = _client(couch, db.name, stranger, password="not-" + couch.password)
     with pytest.raises(errors.AuthenticationFailed) as caught:
         client.doc_count()
     message = str(caught.value)
     assert "check the username and password" in message
-    assert couch.url in message and couch.username in message
+    assert couch.url in message and stranger in message
     assert "not-" + couch.password not in _everything_said(caught.value)
+
+
+def test_a_rejected_login_is_not_tried_again(couch, db, stranger):
+    """Every try counts as a failed login: five lock the user out on CouchDB 3.4+."""
+    from faultproxy import FaultProxy
+    with FaultProxy(couch.url) as proxy:
+        client = CouchDB(proxy.url, db.name, stranger, "wrong")
+        for _ in range(3):
+            with pytest.raises(errors.AuthenticationFailed):
+                client.doc_count()
+        assert proxy.stats["requests"] == 1
+
+
+def test_a_locked_out_user_is_told_why_and_for_how_long(fake_client):
+    client, mock = fake_client
+    mock.get(f"{FAKE}/tokens", status_code=403, json={
+        "error": "forbidden",
+        "reason": "Account is temporarily locked due to multiple authentication failures"})
+    with pytest.raises(errors.AccountLocked) as caught:
+        client.doc_count()
+    message = str(caught.value)
+    assert "user 'carol'" in message and "locked out" in message
+    assert "5 minutes" in message and "fix the password" in message
+    assert isinstance(caught.value, errors.AuthenticationFailed)
+    assert SECRET not in _everything_said(caught.value)
+    with pytest.raises(errors.AccountLocked):
+        client.doc_count()
+    assert mock.call_count == 1
 
 
 def test_a_non_member_is_refused(couch, db):
@@ -128,7 +156,7 @@ def test_a_missing_document_is_named(client, db):
     assert "log.txt" in str(caught.value) and "t1" in str(caught.value)
 
 
-def test_upstream_scripts_catch_our_errors(client, db, couch):
+def test_upstream_scripts_catch_our_errors(client, db, couch, stranger):
     task = Task({"_id": "t1"})
     client.save(task)
     stale = Task(dict(task.value))
@@ -146,7 +174,7 @@ def test_upstream_scripts_catch_our_errors(client, db, couch):
     else:
         pytest.fail("a missing document was found")
     try:
-        _client(couch, db.name, password="wrong").doc_count()
+        _client(couch, db.name, stranger, password="wrong").doc_count()
     except couchdb.http.Unauthorized as exc:
         assert isinstance(exc, errors.AuthenticationFailed)
     else:
@@ -169,10 +197,10 @@ def test_credentials_in_the_url_never_appear(caplog):
     assert SECRET not in caplog.text
 
 
-def test_credentials_in_a_url_reach_the_server(couch, db):
+def test_credentials_in_a_url_reach_the_server(couch, db, stranger):
     client = CouchDB(couch.admin_url, db.name)
     assert client.doc_count() >= 0
-    wrong = couch.admin_url.replace(f":{couch.password}@", f":{SECRET}@")
+    wrong = couch.admin_url.replace(f"{couch.username}:{couch.password}@", f"{stranger}:{SECRET}@")
     with pytest.raises(errors.AuthenticationFailed) as caught:
         CouchDB(wrong, db.name).doc_count()
     assert SECRET not in _everything_said(caught.value)

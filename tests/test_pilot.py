@@ -9,7 +9,7 @@ import time
 import pytest
 
 from picas import state
-from picas.state import Holder, TokenState
+from picas.state import TokenState
 
 from pilots import (add, executions, finish, kill_group, run_pilot, start_pilot, state_of,
                     states, tokens, wait_for)
@@ -348,22 +348,6 @@ def _run_here(pilot):
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-
-
-def test_a_pilot_leaves_the_roster_only_when_it_stops_with_work_left(db, tmp_path):
-    from picas import pilot, roster
-    add(db, tokens({f"t{i}": "true" for i in range(3)}))
-    reports = {}
-    for name, options in (("quitter", {"max_tasks": 1}), ("finisher", {})):
-        one = pilot.Pilot(db, pilot.PilotOptions(workdir=tmp_path / name, **options),
-                          Holder(name, "host"))
-        one.roster.members(db)  # on the roster, as after a lost race
-        reports[name] = _run_here(one)
-    assert reports["quitter"].stopped_because == "max-tasks"
-    assert reports["finisher"].stopped_because == "no-work" and states(db) == {"done": 3}
-    # Others must own the quitter's share at once; the finisher found nothing
-    # left to own, and its entry goes stale by itself.
-    assert sorted(db.get(roster.ROSTER_ID)["pilots"]) == ["finisher"]
 
 
 def test_a_command_that_removes_its_own_folder_does_not_upset_the_pilot(db, pilot_env, tmp_path):

@@ -203,10 +203,26 @@ def test_views_agree_with_classify_on_every_combination(db):
     assert _grouped(db, "overview_total") == counts
 
 
+def test_conflicts_counts_tokens_with_branches_and_locks_in_doubt(db):
+    for doc_id in ("plain", "branched", "doubtful"):
+        db.put({"_id": doc_id, "type": "token", "lock": 0, "done": 0})
+    branched = db.get("branched")
+    db.put({**branched, "priority": 1})
+    sibling = {**branched, "lock": 5, "_rev": "2-" + "a" * 32,
+               "_revisions": {"start": 2, "ids": ["a" * 32, branched["_rev"].split("-")[1]]}}
+    db.transport.request("POST", [db.name, "_bulk_docs"],
+                         json={"docs": [sibling], "new_edits": False})
+    doubtful = state.lock(db.get("doubtful"), state.Holder("p", "h"), 60)
+    db.put(state.withdraw(doubtful))
+    rows = db.view("Monitor", "conflicts", reduce=False)["rows"]
+    assert sorted((row["key"], row["id"]) for row in rows) == [
+        ("conflicts", "branched"), ("in_doubt", "doubtful")]
+
+
 def test_every_view_in_couchviews_is_covered_here():
     """A new view must come with a test of its contents in this file."""
     covered = {"Monitor": set(STATE_VIEWS) | {"overview_total", "error_by_exit_code", "by_tag",
-                                              "done_by_time"},
+                                              "done_by_time", "conflicts"},
                "Pilot": {"todo_by_priority", "locked_by_expiry"}}
     loaded = designdocs.load()
     assert {name: set(doc["views"]) for name, doc in loaded.items()} == covered

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .. import lease, pilot, results, slurm
+from .. import conflicts, lease, pilot, results, slurm
 from .common import App, pass_app, plural
 
 
@@ -126,12 +126,19 @@ def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @pass_app
 def recover(app: App, spool: Path | None, as_json: bool) -> None:
-    """Put tokens whose pilot vanished back in todo, now.
+    """Put tokens whose pilot vanished back in todo, and resolve what a
+    cluster's split writes left behind, now.
 
     Pilots do this by themselves; this command does it on demand. A token
     is taken over only when its lease has expired, and the lost attempt is
     recorded (after too many, the token goes to error). Tokens locked by
     upstream PiCaS pilots have no lease: reset those with `picas tokens reset`.
+
+    On a CouchDB cluster, racing writes can leave a token with conflicting
+    branches, or a lock that the cluster never confirmed ("in doubt"). This
+    keeps one branch of each (a finished attempt before a running lock, a
+    running lock before anything else; attempts of every branch are kept)
+    and puts locks in doubt back in todo, since they never ran.
 
     \b
     Examples:
@@ -141,6 +148,7 @@ def recover(app: App, spool: Path | None, as_json: bool) -> None:
     settings = app.settings()
     db = settings.open_database()
     pushed = results.push_spool(db, spool, settings.max_attempts) if spool else 0
+    resolved, waiting = conflicts.resolve_all(db)
     recovered = 0
     while True:
         count = lease.recover_expired(db)
@@ -148,9 +156,14 @@ def recover(app: App, spool: Path | None, as_json: bool) -> None:
         if count == 0:
             break
     if as_json:
-        click.echo(json.dumps({"recovered": recovered, "pushed": pushed}))
+        click.echo(json.dumps({"recovered": recovered, "pushed": pushed, "resolved": resolved,
+                               "waiting": waiting}))
         return
-    click.echo(f"recovered {plural(recovered, 'token')} whose lease had expired")
+    click.echo(f"recovered {plural(recovered, 'token')} whose lease had expired or was in doubt")
+    if resolved or waiting:
+        click.echo(f"resolved {plural(resolved, 'token')} with conflicting branches"
+                   + (f"; {waiting} must wait: two running locks, one of them unconfirmed "
+                      "(try again once a lease runs out)" if waiting else ""))
     if spool:
         click.echo(f"pushed {plural(pushed, 'spooled result')} from {spool}")
 

@@ -28,6 +28,9 @@ def render(summary: dict, with_bar: bool = False) -> str:
     for name in (s.value for s in TokenState):
         lines.append(f"  {name:<10} {summary[name]:>8}")
     lines.append(f"  {'total':<10} {summary['total']:>8}")
+    if summary.get("conflicts") or summary.get("in_doubt"):
+        lines.append(f"needs `picas recover`: {summary['conflicts']} with conflicting branches, "
+                     f"{summary['in_doubt']} locked in doubt (left by a cluster's split writes)")
     if with_bar:
         lines.append(progress_bar(summary["done"] + summary["error"], summary["total"]))
     lines.append(f"rate {summary['rate']:.1f} tokens/min, ETA {_eta(summary)}")
