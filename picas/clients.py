@@ -16,7 +16,7 @@ import random
 import uuid
 from typing import Any, Iterator
 
-from . import _couchdb, designdocs, errors
+from . import _couchdb, config, designdocs, errors
 from .database import Database
 from .documents import Document
 from .transport import Transport
@@ -68,6 +68,8 @@ class CouchDB:
         self.transport = Transport(url, username=username,
                                    password=password if username is not None else None,
                                    verify=ssl_verification)
+        # A URL ending in the database would put every document inside it.
+        self.transport.url, db = config.split_database(self.transport.url, db)
         self.database = Database(self.transport, db)
         self._create = create
 

@@ -23,6 +23,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .database import Database
 from .errors import ConfigError
@@ -54,7 +55,8 @@ class Settings:
     """Where and as whom to connect; the password never shows in its repr."""
 
     url: str = DEFAULT_URL
-    database: str = DEFAULT_DATABASE
+    #: None: the database named at the end of the URL, else DEFAULT_DATABASE.
+    database: str | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     verify: bool = True
@@ -66,7 +68,9 @@ class Settings:
     def __post_init__(self) -> None:
         clean, user, password = split_credentials(self.url)
         # Credentials in the URL are split off, so that the URL is safe to show.
+        clean, database = split_database(clean, self.database)
         object.__setattr__(self, "url", clean)
+        object.__setattr__(self, "database", database)
         if self.username is None and user:
             object.__setattr__(self, "username", user)
         if self.password is None and password is not None:
@@ -89,6 +93,31 @@ class Settings:
     def open_database(self) -> Database:
         """The configured database; nothing is sent until it is used."""
         return Database(self.transport(), self.database)
+
+
+def split_database(url: str, database: str | None) -> tuple[str, str]:
+    """The server's URL and the database, for a URL that may end in a database.
+
+    Requests built on ``http://host:5984/mydb`` would land inside database
+    ``mydb`` (creating a database there writes a document into it), so a
+    path is taken as the database when no other is given, and refused when
+    it names another one. ``url`` carries no credentials.
+    """
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if not path:
+        return url, DEFAULT_DATABASE if database is None else database
+    prefix, _, last = path.rpartition("/")
+    name = unquote(last)
+    server = urlunsplit((parts.scheme, parts.netloc, prefix, "", ""))
+    if not _DB_NAME.match(name):
+        raise ConfigError(f"the URL {url} has a path ('{path}') that names no database: "
+                          f"give the server's URL, such as {server}")
+    if database is None or database == name:
+        return server, name
+    raise ConfigError(f"the URL {url} names database '{name}', but the database setting is "
+                      f"'{database}': give the server's URL ({server}) and the database "
+                      "apart, or leave the database setting out")
 
 
 def default_path() -> Path:

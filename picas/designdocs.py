@@ -15,6 +15,8 @@ from .database import Database
 
 MONITOR = "Monitor"
 PILOT = "Pilot"
+#: Writes of one design document tried before giving up on conflicts.
+TRIES = 5
 
 
 def source_dir() -> Path:
@@ -70,13 +72,15 @@ def push_views(db: Database, design: str, views: dict[str, dict],
     """
     report = PushReport()
     doc_id = f"_design/{design}"
-    for _ in range(5):
+    missing = 0
+    for _ in range(TRIES):
         try:
             current = db.get(doc_id)
         except errors.DatabaseNotFound:
             raise
         except errors.NotFound:
             current = {"_id": doc_id, "language": "javascript", "views": {}}
+            missing += 1
         existing = current.setdefault("views", {})
         report = PushReport()
         for name, view in sorted(views.items()):
@@ -94,7 +98,15 @@ def push_views(db: Database, design: str, views: dict[str, dict],
             return report
         except errors.Conflict:
             continue
-    raise errors.Conflict(f"{doc_id} kept changing while pushing views: try again")
+    if missing == TRIES:
+        # Not a race: no one can keep creating a document that is never there.
+        raise errors.Conflict(
+            f"{db.transport.url}/{db.name} says {doc_id} does not exist, yet refuses to "
+            "create it: does the URL lead to the server itself (not to a database or a "
+            "proxy that rewrites paths)?")
+    raise errors.Conflict(f"{doc_id} was changed by someone else {TRIES} times while pushing "
+                          "views (another `picas views push` or `picas db create` at the same "
+                          "time?): try again when it has finished")
 
 
 def push(db: Database, designs: Iterable[str] | None = None) -> dict[str, PushReport]:

@@ -249,6 +249,40 @@ def stop_supervised(data_dir: Path, timeout: float = 20.0) -> bool:
     return True
 
 
+def registry_dir() -> Path:
+    """Where running supervisors note their data directory by port, so that
+    ``picas server stop`` finds the server of a URL without being told."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "picas" / "servers"
+
+
+def registered(port: int) -> Path | None:
+    """The data directory of the running server that picas started on ``port``."""
+    try:
+        data_dir = Path((registry_dir() / str(port)).read_text().strip())
+    except OSError:
+        return None
+    state = read_state(data_dir)
+    return data_dir if state and int(state.get("port", -1)) == port else None
+
+
+def _register(port: int, data_dir: Path) -> None:
+    try:
+        registry_dir().mkdir(parents=True, exist_ok=True)
+        (registry_dir() / str(port)).write_text(str(data_dir))
+    except OSError as exc:  # only a convenience: the server runs without it
+        print(f"could not note the server in {registry_dir()}: {exc}", flush=True)
+
+
+def _unregister(port: int, data_dir: Path) -> None:
+    entry = registry_dir() / str(port)
+    try:
+        if entry.read_text().strip() == str(data_dir):
+            entry.unlink()
+    except OSError:
+        pass
+
+
 def supervise(data_dir: Path, port: int) -> int:
     """Run pouchdb-server on ``data_dir`` and restart it when it dies."""
     from . import shutdown
@@ -256,6 +290,7 @@ def supervise(data_dir: Path, port: int) -> int:
     (data_dir / STATE_FILE).write_text(json.dumps({
         "pid": os.getpid(), "url": f"http://127.0.0.1:{port}", "port": port,
         "data_dir": str(data_dir)}))
+    _register(port, data_dir)
     restarts: list[float] = []
     server = LocalServer(port, data_dir, log_path=data_dir / "pouchdb-server.log")
     try:
@@ -275,6 +310,7 @@ def supervise(data_dir: Path, port: int) -> int:
     finally:
         server.stop()
         (data_dir / STATE_FILE).unlink(missing_ok=True)
+        _unregister(port, data_dir)
     return 0
 
 

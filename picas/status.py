@@ -48,6 +48,7 @@ def running(db: Database, limit: int = RUNNING_LIMIT, now: float | None = None) 
             "lease_expires_in": round(float(expires) - now, 1)
             if isinstance(expires, (int, float)) else None,
             "cancel_requested": bool(doc.get("cancel_requested")),
+            "expected_runtime": doc.get("expected_runtime"),
         })
     return sorted(out, key=lambda r: -(r["age_s"] or 0))
 
@@ -80,6 +81,45 @@ def rate(db: Database, window: float = RATE_WINDOW, now: float | None = None) ->
     return finished / span * 60.0
 
 
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else None
+
+
+def eta(todo: int, locked: int, sample: list[dict], per_minute: float,
+        ) -> tuple[float | None, str | None]:
+    """Seconds until the todo and locked tokens are finished, and what that rests on.
+
+    ``sample`` holds running tokens as :func:`running` gives them (all of
+    them when there are few). With an ``expected_runtime`` on every one of
+    them: what is left of theirs, plus theirs on average for each todo
+    token, shared by the pilots at work (``expected_runtime``). Without:
+    each token is taken to run as long again as the running ones have so
+    far (``running``), or the recent rate decides (``rate``), whichever
+    says longer; both are guesses.
+    """
+    remaining = todo + locked
+    if not remaining:
+        return 0.0, None
+    by_rate = remaining / per_minute * 60.0 if per_minute else None
+    if not locked or not sample:
+        return by_rate, "rate" if by_rate is not None else None
+    complete = len(sample) >= locked
+    # A pilot runs one token at a time; the others it holds wait their turn.
+    pilots = len({r["pilot"] or r["id"] for r in sample}) if complete else locked
+    ages = [r["age_s"] or 0.0 for r in sample]
+    expected = [_number(r.get("expected_runtime")) for r in sample]
+    if None not in expected:
+        mean = sum(expected) / len(expected)
+        left = [max(e - age, 0.0) for e, age in zip(expected, ages)]
+        work = sum(left) / len(left) * locked + todo * mean
+        return max(max(left), work / pilots), "expected_runtime"
+    by_age = sum(ages) / len(ages) * remaining / pilots
+    if by_rate is not None and by_rate >= by_age:
+        return by_rate, "rate"
+    return by_age, "running"
+
+
 def summary(db: Database, running_limit: int = RUNNING_LIMIT,
             rate_window: float = RATE_WINDOW, now: float | None = None) -> dict[str, Any]:
     """Everything ``picas status`` shows, as one JSON-able dict."""
@@ -90,15 +130,17 @@ def summary(db: Database, running_limit: int = RUNNING_LIMIT,
     # (a pilot that meets a todo token with branches resolves it anyway).
     result.update(needs_recovery(db) if result["total"] > result["todo"]
                   else {"conflicts": 0, "in_doubt": 0})
-    result["running"] = running(db, running_limit, now) if result["locked"] else []
+    sample = running(db, max(running_limit, RUNNING_LIMIT), now) if result["locked"] else []
+    result["running"] = sample[:running_limit]
     result["errors_by_exit_code"] = errors_by_exit_code(db) if result["error"] else {}
     # Views that would say nothing are not read: on pouchdb-server reading a
     # view first indexes every change since its last read: over a minute at 100,000 tokens.
     per_minute = rate(db, rate_window, now) if result["done"] or result["error"] else 0.0
-    remaining = result["todo"] + result["locked"]
     result["rate"] = round(per_minute, 3)
-    result["eta_s"] = (0.0 if not remaining else
-                       round(remaining / per_minute * 60.0, 1) if per_minute else None)
+    seconds, basis = eta(result["todo"], result["locked"], sample, per_minute)
+    result["eta_s"] = None if seconds is None else round(seconds, 1)
+    result["eta_basis"] = basis
+    result["eta_guess"] = basis in ("rate", "running")
     result["database"] = db.name
     result["url"] = db.transport.url
     result["time"] = now

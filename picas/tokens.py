@@ -206,13 +206,19 @@ def parse_grid_option(spec: str) -> tuple[str, list[Any]]:
     for item in values.split(","):
         item = item.strip()
         if not item:
-            raise errors.InvalidToken(f"--grid {spec!r}: empty value")
+            raise errors.InvalidToken(f"--grid {spec!r}: empty value (NAME=V1,V2: every "
+                                      "value between the commas needs text)")
         match = _RANGE.match(item)
         if match:
             first, last = int(match.group(1)), int(match.group(2))
             if first > last:
-                raise errors.InvalidToken(f"--grid {spec!r}: the range {item} is empty")
+                raise errors.InvalidToken(f"--grid {spec!r}: the range {item} is empty "
+                                          f"(write it upwards: {last}..{first})")
             out.extend(range(first, last + 1))
+        elif ".." in item:
+            # A typo in a range would otherwise become one token with a literal value.
+            raise errors.InvalidToken(f"--grid {spec!r}: {item!r} is not a range: use "
+                                      "FIRST..LAST with whole numbers on both sides")
         else:
             out.append(_scalar(item))
     return name, out

@@ -19,6 +19,11 @@ if command -v slurmctld >/dev/null && [ "$(id -u)" = 0 ]; then
   if scripts/slurm-cluster.sh start; then
     stop_slurm=1
     eval "$(scripts/slurm-cluster.sh env)"
+  else
+    # The Slurm tests skip with this reason, or fail with it under CI=true.
+    PICAS_SLURM_START_ERROR=$(cat "$PICAS_SLURM_DIR/start-error" 2>/dev/null ||
+                              echo "scripts/slurm-cluster.sh start failed")
+    export PICAS_SLURM_START_ERROR
   fi
 fi
 cleanup() { [ -n "$stop_slurm" ] && scripts/slurm-cluster.sh stop || true; }

@@ -166,3 +166,13 @@ def test_every_command_module_is_mapped_to_exactly_its_commands():
         module = importlib.import_module(f"picas.cli.{module_name}")
         mapped = {name for name, owner in COMMAND_MODULES.items() if owner == module_name}
         assert {command.name for command in module.COMMANDS} == mapped, module_name
+
+
+def test_a_missing_database_without_a_config_file_says_where_picas_looked(couch, conf):
+    result = picas(conf, "--url", couch.url, "-u", couch.username, "status",
+                   PICAS_PASSWORD=couch.password)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: database 'picas' does not exist at {couch.url}: create it with `picas db "
+        f"create` (or check the name) (no config file at {conf}, so picas used its defaults: "
+        "write one with `picas init`, or after scripts/demo.sh run `. .picas/env`)\n")

@@ -111,16 +111,26 @@ def test_status_errors_are_one_line(env, stranger):
 
 # -- the local server --------------------------------------------------------------
 
-def test_server_start_status_stop(tmp_path):
+@pytest.fixture
+def local(tmp_path) -> tuple[int, dict]:
+    """A free port for a server of the test's own, and settings that point at it;
+    state and data folders in tmp_path."""
     try:
         server.executable()
     except errors.ConfigError as exc:
         missing(f"pouchdb-server ({exc})")
     port = free_port()
+    return port, {
+        "PICAS_URL": f"http://127.0.0.1:{port}", "PICAS_USERNAME": None, "PICAS_PASSWORD": None,
+        "PICAS_CONFIG": str(tmp_path / "conf.yml"), "PICAS_SERVER_DATA": None,
+        "PICAS_DATABASE": None, "PICAS_PROFILE": None, "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_DATA_HOME": str(tmp_path / "share")}
+
+
+def test_server_start_status_stop(tmp_path, local):
+    port, env = local
     data = tmp_path / "couch-data"
-    env = {"PICAS_URL": f"http://127.0.0.1:{port}", "PICAS_USERNAME": "admin",
-           "PICAS_PASSWORD": "s3cret", "PICAS_CONFIG": str(tmp_path / "conf.yml"),
-           "PICAS_SERVER_DATA": str(data), "PICAS_DATABASE": None, "PICAS_PROFILE": None}
+    env.update(PICAS_USERNAME="admin", PICAS_PASSWORD="s3cret", PICAS_SERVER_DATA=str(data))
     try:
         started = picas(env, "server", "start")
         assert started.exit_code == 0, started.output
@@ -151,3 +161,42 @@ def test_server_start_refuses_a_busy_port(tmp_path):
                         "PICAS_USERNAME": None, "PICAS_PASSWORD": None},
                        "server", "start", "--port", str(port), "--data-dir", str(tmp_path / "d"))
     assert result.exit_code == 1 and f"port {port} is in use" in result.stderr
+
+
+def test_server_status_and_stop_find_the_server_of_the_configured_url(tmp_path, local):
+    """As after the demo: the server runs on a data directory of its own, and
+    status and stop are given only the settings."""
+    port, env = local
+    data = tmp_path / "elsewhere"
+    try:
+        assert picas(env, "server", "start", "--data-dir", str(data)).exit_code == 0
+        status = picas(env, "server", "status")
+        assert status.exit_code == 0, status.output
+        assert f"running at http://127.0.0.1:{port}" in status.stdout
+        assert str(data.resolve()) in status.stdout
+        stopped = picas(env, "server", "stop")
+        assert f"stopped the server of {data.resolve()}" in stopped.stdout
+    finally:
+        server.stop_supervised(data)
+    after = picas(env, "server", "status")
+    assert after.exit_code == 3
+    assert f"not running (looked in {tmp_path / 'share' / 'picas' / 'server'}; no server that " \
+           f"picas started listens on http://127.0.0.1:{port}, and this is the default data " \
+           "directory: name another with --data-dir (or PICAS_SERVER_DATA))" in after.stdout
+
+
+@pytest.mark.parametrize("summary, said", [
+    ({"eta_s": 85.0, "eta_basis": "expected_runtime", "eta_guess": False},
+     "ETA 1m 25s (from the expected_runtime of the running tokens)"),
+    ({"eta_s": 6.0, "eta_basis": "rate", "eta_guess": True},
+     "ETA ~6s (a guess from the recent rate)"),
+    ({"eta_s": 120.0, "eta_basis": "running", "eta_guess": True},
+     "ETA ~2m 00s (a guess: each token as long as the running ones so far)"),
+    ({"eta_s": None, "eta_basis": None, "eta_guess": False}, "ETA unknown"),
+])
+def test_status_says_what_the_eta_rests_on(summary, said):
+    from picas.cli.status_cmd import render
+    full = {"database": "d", "url": "u", "todo": 1, "locked": 0, "done": 0, "error": 0,
+            "held": 0, "cancelled": 0, "total": 1, "rate": 1.0, "running": [],
+            "errors_by_exit_code": {}, **summary}
+    assert f"rate 1.0 tokens/min, {said}" in render(full).splitlines()

@@ -7,9 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner, Result
 
-from picas import errors, operations, state, tokens
+from picas import designdocs, errors, operations, state, tokens
 from picas.cli import cli
 from picas.database import Database
+from picas.transport import Transport
 from picas.server import free_port
 from picas.state import Holder, Outcome
 from picas.tokens import Record, Shape
@@ -75,6 +76,55 @@ def test_db_create_sets_security_pushes_views_and_is_idempotent(couch, run):
         assert Database(couch.transport(), name).view("Monitor", "todo")["rows"] == []
     finally:
         Database(couch.transport(), name).destroy()
+
+
+def test_db_create_closes_a_database_to_all_but_its_members_by_default(couch, run):
+    name = unique_name()
+    try:
+        first = ok(run("-d", name, "db", "create"))
+        assert f"members: names ['{couch.username}'], roles [" in first.stdout
+        assert "public" not in first.stdout
+        anonymous = Database(Transport(couch.url), name)
+        with pytest.raises((errors.AuthenticationFailed, errors.PermissionDenied)):
+            anonymous.put({"_id": "anon-test"})
+        if couch.local is not None:
+            assert first.stderr.count("\n") == 1
+            assert "note: pouchdb-server does not enforce _security everywhere" in first.stderr
+        public = ok(run("-d", name, "db", "create", "--public"))
+        assert f"database '{name}' is public: anyone who can reach {couch.url} may read, " \
+               "add, change and delete its tokens without logging in" in public.stdout
+        # A new transport: one that was refused a login stops asking.
+        Database(Transport(couch.url), name).put({"_id": "anon-test"})
+        closed = ok(run("-d", name, "db", "create", "--member-role", "pilots"))
+        assert f"database '{name}' was open to everyone; now only its members" in closed.stdout
+        assert Database(couch.transport(), name).security()["members"] == \
+            {"names": [], "roles": ["pilots"]}
+    finally:
+        Database(couch.transport(), name).destroy()
+    failed(run("db", "create", "--public", "--member", "x"), "do not combine", code=2)
+
+
+def test_db_create_never_writes_through_a_url_that_names_a_database(couch, db, run):
+    """The URL names the test database; before, `db create` wrote a document 'picas'
+    into it and ended in a conflict that hid the cause."""
+    failed(run("--url", f"{couch.url}/{db.name}", "-d", "picas", "db", "create"),
+           f"names database '{db.name}', but the database setting is 'picas'")
+    into = ok(run("--url", f"{couch.url}/{db.name}", "db", "create", PICAS_DATABASE=None))
+    assert f"kept the existing database '{db.name}' at {couch.url}\n" in into.stdout
+    assert db.info()["doc_count"] == 2  # the two design documents, nothing else
+
+
+def test_a_push_through_a_database_url_names_the_cause(couch, db):
+    inside = Database(Transport(f"{couch.url}/{db.name}", couch.username, couch.password),
+                      db.name)
+    inside.put({"_id": db.name})  # what the old `db create` left behind
+    with pytest.raises((errors.Conflict, errors.RequestRejected)) as caught:
+        designdocs.push(inside)
+    if couch.local is None:  # CouchDB names the cause itself
+        assert "Attachment name '_design/Monitor'" in str(caught.value)
+    else:
+        assert "does not exist, yet refuses to create it: does the URL lead to the server " \
+               "itself" in str(caught.value)
 
 
 def test_db_create_needs_an_admin(run):
@@ -200,6 +250,8 @@ def test_add_usage_errors(run, tmp_path):
     failed(run("tokens", "add", "x.json", "--grid", "a=1"), "do not combine", code=2)
     failed(run("tokens", "add", "--grid", "a=1", "--watch"), "need --from-dir", code=2)
     failed(run("tokens", "add", "--grid", "a"), "use NAME=V1,V2")
+    failed(run("tokens", "add", "--grid", "seed=1..", "--command", "echo {seed}"),
+           "--grid 'seed=1..': '1..' is not a range")
     failed(run("tokens", "add", "--grid", "a=1", "--command", "x {b}"), "uses {b}")
     failed(run("tokens", "add", "--from-dir", str(tmp_path / "nope")), "not a directory")
 
@@ -259,6 +311,18 @@ def test_show_and_logs(db, run):
         "attempt-1.stdout text\n"
     failed(run("logs", token_id, "--attempt", "7"), "has no attempt 7 (its attempts: 1, 2)")
     failed(run("logs", token_id, "--name", "x.log"), "has no attachment 'x.log'; it has: ")
+
+
+def test_show_gives_the_recorded_exit_code_of_a_command_that_never_ran(db, run):
+    """A token without a runnable command fails without an exit code of its own;
+    the token records 1, and show says so."""
+    doc = add_tokens(db, 1)[0]
+    locked = state.lock(doc, Holder("p", "h"), 60)
+    db.put(locked)
+    db.put(state.finish(locked, state.new_attempt(locked, Outcome.FAILED), fatal=True))
+    assert db.get(doc["_id"])["exit_code"] == 1
+    shown = ok(run("tokens", "show", doc["_id"])).stdout
+    assert "#1 failed, exit code 1," in shown and "None" not in shown
 
 
 def test_bad_ids(db, run):

@@ -1,6 +1,7 @@
 """Settings: flags > environment > config file > defaults, validated once."""
 from __future__ import annotations
 
+import re
 import stat
 
 import pytest
@@ -181,3 +182,34 @@ def test_password_readable_by_others_is_warned_about(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="picas"):
         config.load(path)
     assert "chmod 600" in caplog.text and "hunter2" not in caplog.text
+
+
+@pytest.mark.parametrize("url, database, expected", [
+    ("http://h:5984/demo", None, ("http://h:5984", "demo")),
+    ("http://h:5984/demo/", "demo", ("http://h:5984", "demo")),
+    ("https://h/couchdb/mydb", None, ("https://h/couchdb", "mydb")),
+    ("http://u:pw@h:5984/demo", None, ("http://h:5984", "demo")),
+    ("http://h:5984", None, ("http://h:5984", "picas")),
+])
+def test_a_url_that_ends_in_a_database_gives_the_database(url, database, expected):
+    settings = config.load(url=url, database=database)
+    assert (settings.url, settings.database) == expected
+
+
+@pytest.mark.parametrize("url, database, message", [
+    ("http://h:5984/demo", "picas", "names database 'demo', but the database setting is "
+                                    "'picas': give the server's URL (http://h:5984)"),
+    ("http://h:5984/_utils", None, "has a path ('/_utils') that names no database: give the "
+                                   "server's URL, such as http://h:5984"),
+])
+def test_a_url_that_names_another_database_is_refused(url, database, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.load(url=url, database=database)
+
+
+def test_the_upstream_client_refuses_a_url_that_names_another_database():
+    from picas.clients import CouchDB
+    with pytest.raises(ConfigError, match="names database 'demo'"):
+        CouchDB(url="http://h:5984/demo", db="mydb")
+    assert CouchDB(url="http://h:5984/mydb/", db="mydb").database.transport.url == \
+        "http://h:5984"

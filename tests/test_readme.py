@@ -6,6 +6,7 @@ end; and the external-server path of the test suite works.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -17,7 +18,7 @@ import click
 import pytest
 import requests
 
-from picas import server
+from picas import config, server
 from picas.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,24 +75,76 @@ def test_a_wrong_command_would_be_caught():
         parse(["tokens", "list", "--no-such-option"])
 
 
-def test_the_demo_runs_from_the_readme(tmp_path):
+def block_after(marker: str) -> list[str]:
+    """The command lines of the first ```sh block after ``marker`` in the README."""
+    rest = README.split(marker, 1)[1]
+    start = rest.index("```sh")
+    return shell_lines(rest[:rest.index("```", start + 5) + 3])
+
+
+#: What the README tells a new user to run right after the demo.
+AFTER_DEMO = block_after("do what the demo says at the end:") + \
+    block_after("Right after the demo")
+
+
+def test_the_demo_and_then_the_readme_commands_run_as_written(tmp_path):
+    """A new user's first steps: the demo, then the README's commands on its database."""
     demo_dir = tmp_path / "demo"
-    env = {**os.environ, "PICAS_DEMO_DIR": str(demo_dir),
-           "PICAS_DEMO_PORT": str(server.free_port())}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PICAS_")}
+    env.update(PICAS_DEMO_DIR=str(demo_dir), PICAS_DEMO_PORT=str(server.free_port()))
     assert "scripts/demo.sh" in shell_lines(README)
+    assert AFTER_DEMO[0] == ". .picas/env" and len(AFTER_DEMO) >= 10
+    checkout = tmp_path / "checkout"  # the README's paths, without writing into ours
+    checkout.mkdir()
+    (checkout / "examples").symlink_to(ROOT / "examples")
     try:
         done = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         counts = dict(re.findall(r"^  (todo|locked|done|error)\s+(\d+)$", done.stdout, re.M))
         assert counts == {"todo": "0", "locked": "0", "done": "204", "error": "1"}, done.stdout
-        assert "/_utils/#database/demo/_design/Monitor/_view/todo" in done.stdout
         assert oct((demo_dir / "conf.yml").stat().st_mode & 0o777) == "0o600"
+        assert f"\n  . {demo_dir}/env\n" in done.stdout
+        admin, pilot = (config.load(demo_dir / "conf.yml", profile) for profile in
+                        ("default", "pilot"))
+        check_the_demo_database(done.stdout, admin, pilot)
+        said = {}
+        for line in AFTER_DEMO[1:]:
+            ran = subprocess.run(["bash", "-c", f". {demo_dir}/env && {line}"], env=env,
+                                 cwd=checkout, capture_output=True, text=True, timeout=120)
+            assert ran.returncode == 0, (line, ran.stdout, ran.stderr)
+            said[line] = ran.stdout
+        assert "#2 failed, exit code 3" in said["picas tokens show demo-fails"]
+        assert said["picas logs demo-fails --stderr"] == "this one fails\n"
+        assert json.loads(said["picas status --json"])["held"] == 1
+        assert len((checkout / "tokens.jsonl").read_text().splitlines()) > 205
+        assert "stopped the server" in said["picas server stop"]
     finally:
         subprocess.run([str(Path(sys.executable).parent / "picas"), "server", "stop",
                         "--data-dir", str(demo_dir / "data")],
                        env={**env, "PICAS_CONFIG": str(demo_dir / "conf.yml")}, timeout=60)
     assert server.read_state(demo_dir / "data") is None
+
+
+def check_the_demo_database(output: str, admin: config.Settings,
+                            pilot: config.Settings) -> None:
+    """Only members may use it; the pilots' user is one, not an admin; Fauxton's
+    link leads to a view with rows."""
+    base = admin.url
+    anonymous = requests.put(f"{base}/{admin.database}/anon-test", json={}, timeout=10)
+    assert anonymous.status_code == 401, anonymous.text
+    session = requests.get(f"{base}/_session", auth=(pilot.username, pilot.password),
+                           timeout=10).json()["userCtx"]
+    assert session == {"name": "pilot", "roles": []}
+    security = requests.get(f"{base}/{admin.database}/_security",
+                            auth=(admin.username, admin.password), timeout=10).json()
+    assert security["members"]["names"] == ["pilot"]
+    link = re.findall(r"^Fauxton: (\S+)$", output, re.M)[-1]  # the last: the view
+    database, design, view = re.search(r"#database/([^/]+)/_design/([^/]+)/_view/([^/]+)$",
+                                       link).groups()
+    rows = requests.get(f"{base}/{database}/_design/{design}/_view/{view}",
+                        auth=(admin.username, admin.password), timeout=60).json()["rows"]
+    assert rows
 
 
 def test_the_suite_runs_against_an_external_server(couch):

@@ -38,6 +38,9 @@ MULTICORE_TODO = """function (doc) {
 def cluster() -> None:
     if shutil.which("sbatch") is None:
         missing("slurm (no sbatch on PATH)")
+    if os.environ.get("PICAS_SLURM_START_ERROR"):
+        missing("slurm (scripts/slurm-cluster.sh could not start it: "
+                f"{' '.join(os.environ['PICAS_SLURM_START_ERROR'].split())})")
     if not os.environ.get("SLURM_CONF"):
         missing("slurm (SLURM_CONF is not set: scripts/slurm-cluster.sh start, then "
                 'eval "$(scripts/slurm-cluster.sh env)")')
@@ -324,3 +327,25 @@ def test_autopilot_per_design_doc_runs_that_views_tokens(env, db, tmp_path, jobs
     assert sorted(lines(side)) == multi, outputs(tmp_path)
     found = all_tokens(db)
     assert all(classify(found[i]) is TokenState.TODO for i in single)
+
+
+def test_a_cluster_that_could_not_start_fails_these_tests_under_ci_with_its_reason(tmp_path):
+    """What scripts/test.sh hands on when scripts/slurm-cluster.sh start fails."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "sbatch").chmod(0o755)
+    reason = ("slurmctld exited during startup\n"
+              "  fatal: slurm_init_msg_engine_addrname_port error Address already in use")
+    env = {**os.environ, "CI": "true", "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}",
+           "PICAS_SLURM_START_ERROR": reason}
+    env.pop("SLURM_CONF", None)
+    done = subprocess.run(
+        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"{__file__}::test_the_password_stays_out_of_the_job_script"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert "scripts/slurm-cluster.sh could not start it: slurmctld exited during startup " \
+           "fatal: slurm_init_msg_engine_addrname_port error Address already in use" \
+           in done.stdout
+    assert "SLURM_CONF is not set" not in done.stdout

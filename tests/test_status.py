@@ -86,3 +86,43 @@ def test_a_pool_where_nothing_ran_yet_is_summed_up_by_one_query(db):
     summary = status.summary(db)
     assert summary["todo"] == 5 and summary["rate"] == 0.0 and summary["eta_s"] is None
     assert db.transport.request_count - before == 1
+
+
+def test_the_eta_of_three_30_second_tokens_after_fast_ones_uses_their_expected_runtime(db):
+    """Finished short tokens give a high rate (1 per second here: an ETA of 3 s);
+    the three left run 30 s each, one at a time."""
+    for i, doc in enumerate(make(db, 60, "fast")):
+        db.put(finish(doc, Outcome.SUCCEEDED, 0, NOW - 60 + i))
+    slow = tokens.build([Record({"_id": f"slow{i}", "command": "sleep 30",
+                                 "expected_runtime": 30}, "r") for i in range(3)], Shape())
+    tokens.add(db, slow)
+    db.put(state.lock(db.get("slow0"), Holder("pilotA", "node1"), 600, now=NOW - 5))
+    summary = status.summary(db, now=NOW)
+    assert summary["rate"] == 60.0
+    assert (summary["eta_s"], summary["eta_basis"], summary["eta_guess"]) == \
+        (85.0, "expected_runtime", False)
+
+
+def running(age: float, pilot: str, expected: float | None = None) -> dict:
+    return {"id": f"t-{pilot}-{age}", "pilot": pilot, "age_s": age,
+            "expected_runtime": expected}
+
+
+def test_eta_from_expected_runtime_shares_the_work_among_the_pilots():
+    sample = [running(10, "a", 40), running(30, "b", 40)]
+    # left: 30 and 10; 4 todo tokens of 40 s; 2 pilots: (20 * 2 + 160) / 2
+    assert status.eta(4, 2, sample, per_minute=600.0) == (100.0, "expected_runtime")
+    # A pilot holding two tokens runs them one after the other.
+    held = [running(10, "a", 40), running(0, "a", 40)]
+    assert status.eta(0, 2, held, per_minute=0.0) == (70.0, "expected_runtime")
+
+
+def test_without_expected_runtime_the_eta_is_a_guess_that_takes_the_longer_view():
+    sample = [running(60, "a"), running(60, "b")]
+    # The running tokens have run a minute: 4 tokens left on 2 pilots, 2 minutes ...
+    assert status.eta(2, 2, sample, per_minute=60.0) == (120.0, "running")
+    # ... unless the recent rate says longer.
+    assert status.eta(2, 2, sample, per_minute=1.0) == (240.0, "rate")
+    assert status.eta(2, 0, [], per_minute=6.0) == (20.0, "rate")
+    assert status.eta(2, 0, [], per_minute=0.0) == (None, None)
+    assert status.eta(0, 0, [], per_minute=0.0) == (0.0, None)

@@ -106,8 +106,12 @@ def test_grid_is_the_product_of_its_values():
 
 @pytest.mark.parametrize("specs, message", [
     (["seed"], "use NAME=V1,V2"),
-    (["seed=5..1"], "range 5..1 is empty"),
+    (["seed=5..1"], "'seed=5..1': the range 5..1 is empty"),
     (["seed=1,,2"], "empty value"),
+    (["seed="], "'seed=': empty value"),
+    (["seed=1.."], "'seed=1..': '1..' is not a range"),
+    (["seed=a..b"], "'a..b' is not a range: use FIRST..LAST"),
+    (["seed=..3"], "'..3' is not a range"),
     (["a=1", "a=2"], "--grid a is given twice"),
     (["a=1..1001", "b=1..1001"], "more than 1,000,000"),
 ])

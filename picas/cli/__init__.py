@@ -9,13 +9,14 @@ mistakes keep click's exit code 2.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .. import __version__
-from ..errors import PicasError
+from .. import __version__, config
+from ..errors import DatabaseNotFound, PicasError
 from .common import App, CliError, setup_logging
 
 #: Which module defines each command. A command's module is imported only
@@ -45,6 +46,8 @@ class PicasGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except DatabaseNotFound as exc:
+            raise CliError(f"{exc}{_defaults_note(ctx.obj)}") from None
         except PicasError as exc:
             raise CliError(str(exc)) from None
         except OSError as exc:
@@ -52,6 +55,17 @@ class PicasGroup(click.Group):
                 raise
             raise CliError(f"cannot read or write {exc.filename}: "
                            f"{exc.strerror or type(exc).__name__}") from None
+
+
+def _defaults_note(app: App | None) -> str:
+    """Why picas looked for that database, when no config file chose it."""
+    if app is None or app.database or os.environ.get("PICAS_DATABASE"):
+        return ""
+    path = app.config_path or config.default_path()
+    if path.exists():
+        return ""
+    return (f" (no config file at {path}, so picas used its defaults: write one with "
+            "`picas init`, or after scripts/demo.sh run `. .picas/env`)")
 
 
 @click.group(cls=PicasGroup, context_settings={"help_option_names": ["-h", "--help"],

@@ -103,33 +103,68 @@ def start(app: App, data_dir: Path | None, port: int | None) -> None:
                    "start` again creates one", err=True)
 
 
+def _local_port(url: str) -> int | None:
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost"):
+        return None
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _find(app: App, data_dir: Path | None) -> tuple[Path, str]:
+    """The data directory to act on, and how to name another one when it is not running.
+
+    Without --data-dir, the server that picas started on the port of the
+    configured URL; else the default data directory.
+    """
+    if data_dir is not None:
+        return data_dir.resolve(), "name another with --data-dir"
+    try:
+        url = app.settings().url
+    except errors.PicasError:
+        url = None
+    port = _local_port(url) if url else None
+    found = server.registered(port) if port else None
+    if found is not None:
+        return found, ""
+    where = f"no server that picas started listens on {url}, and " if port else ""
+    return default_data_dir().resolve(), (
+        f"{where}this is the default data directory: name another with --data-dir "
+        "(or PICAS_SERVER_DATA)")
+
+
 @server_group.command("stop")
 @_data_dir_option
-def stop(data_dir: Path | None) -> None:
-    """Stop the local server of a data directory.
+@pass_app
+def stop(app: App, data_dir: Path | None) -> None:
+    """Stop the local server: the one on the configured URL's port, or of --data-dir.
 
     \b
-    Example:
+    Examples:
       picas server stop
+      picas server stop --data-dir ./couch-data
     """
-    data_dir = data_dir or default_data_dir()
+    data_dir, hint = _find(app, data_dir)
     if server.stop_supervised(data_dir):
         click.echo(f"stopped the server of {data_dir}")
     else:
-        click.echo(f"no server is running for {data_dir}")
+        click.echo(f"no server is running for {data_dir}" + (f" ({hint})" if hint else ""))
 
 
 @server_group.command("status")
 @_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
-def server_status(data_dir: Path | None, as_json: bool) -> None:
+@pass_app
+def server_status(app: App, data_dir: Path | None, as_json: bool) -> None:
     """Tell whether the local server runs (exit code 3 when it does not).
+
+    Without --data-dir it looks for the server that picas started on the
+    configured URL's port, then in the default data directory.
 
     \b
     Example:
       picas server status
     """
-    data_dir = (data_dir or default_data_dir()).resolve()
+    data_dir, hint = _find(app, data_dir)
     state = server.read_state(data_dir)
     if as_json:
         echo_json({"running": state is not None, "data_dir": str(data_dir),
@@ -139,7 +174,7 @@ def server_status(data_dir: Path | None, as_json: bool) -> None:
         click.echo(f"running at {state['url']} (pid {state['pid']}, data in {data_dir})")
         click.echo(f"Fauxton: {_fauxton(state['url'])}")
     else:
-        click.echo(f"not running (data in {data_dir})")
+        click.echo(f"not running (looked in {data_dir}" + (f"; {hint})" if hint else ")"))
     if state is None:
         click.get_current_context().exit(3)
 

@@ -33,9 +33,7 @@ def render(summary: dict, with_bar: bool = False) -> str:
                      f"{summary['in_doubt']} locked in doubt (left by writes a cluster could not confirm)")
     if with_bar:
         lines.append(progress_bar(summary["done"] + summary["error"], summary["total"]))
-    eta = summary["eta_s"]
-    lines.append(f"rate {summary['rate']:.1f} tokens/min, ETA "
-                 + ("done" if eta == 0 else duration(eta) if eta is not None else "unknown"))
+    lines.append(f"rate {summary['rate']:.1f} tokens/min, ETA {_eta(summary)}")
     running = summary["running"]
     if running:
         lines.append(f"running ({summary['locked']}):")
@@ -52,6 +50,23 @@ def render(summary: dict, with_bar: bool = False) -> str:
                                   key=lambda item: -item[1]):
             lines.append(f"  {code or '(none)':<10} {count:>8}")
     return "\n".join(lines)
+
+
+#: What each ETA rests on, as ``picas status`` says it.
+ETA_BASES = {"expected_runtime": "from the expected_runtime of the running tokens",
+             "running": "a guess: each token as long as the running ones so far",
+             "rate": "a guess from the recent rate"}
+
+
+def _eta(summary: dict) -> str:
+    eta = summary["eta_s"]
+    if eta is None:
+        return "unknown"
+    if eta == 0 and not summary["todo"] + summary["locked"]:
+        return "done"
+    basis = summary.get("eta_basis")
+    text = ("~" if summary.get("eta_guess") else "") + duration(eta)
+    return f"{text} ({ETA_BASES[basis]})" if basis in ETA_BASES else text
 
 
 @click.command("status")

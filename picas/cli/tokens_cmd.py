@@ -45,7 +45,12 @@ def _add_summary(report: tokens.AddReport, db: Database) -> str:
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def _fail_if_failed(report: tokens.AddReport) -> None:
+def _fail_if_failed(report: tokens.AddReport, db: Database) -> None:
+    reasons = {reason for _, reason in report.failed}
+    if len(reasons) == 1 and len(report.failed) > 1:
+        # One cause (a user who may not write, say): say it once.
+        raise CliError(f"{plural(len(report.failed), 'token')} could not be added to database "
+                       f"'{db.name}': {reasons.pop()}")
     if report.failed:
         shown = "; ".join(f"{i}: {r}" for i, r in report.failed[:5])
         more = f" (and {len(report.failed) - 5} more)" if len(report.failed) > 5 else ""
@@ -155,7 +160,7 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
         echo_json({**report.as_dict(), "database": db.name})
     else:
         click.echo(_add_summary(report, db))
-    _fail_if_failed(report)
+    _fail_if_failed(report, db)
 
 
 def _add_with_progress(db: Database, new: list[dict], batch: int) -> tokens.AddReport:
@@ -183,7 +188,7 @@ def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
     db = app.open_database()
     if files:
         _fail_if_failed(tokens.add(db, tokens.build(
-            [r for path in files for r in tokens.read_file(path)], how), batch))
+            [r for path in files for r in tokens.read_file(path)], how), batch), db)
 
     def report(step: tokens.AddReport) -> None:
         if not as_json:
@@ -198,7 +203,7 @@ def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
         echo_json({**total.as_dict(), "database": db.name})
     else:
         click.echo(f"stopped watching; {_add_summary(total, db)}")
-    _fail_if_failed(total)
+    _fail_if_failed(total, db)
 
 
 # -- reading ---------------------------------------------------------------------
@@ -295,9 +300,9 @@ def _show(doc: dict) -> str:
         for a in attempts:
             late = " (late)" if a.get("late") else ""
             logs = ", ".join(a.get("logs", [])) or "no logs"
-            lines.append(f"  #{a.get('n')} {a.get('outcome')}{late}, exit code "
-                         f"{a.get('exit_code')}, {duration(a.get('duration'))} on "
-                         f"{a.get('host')}; {logs}")
+            lines.append(f"  #{a.get('n')} {a.get('outcome')}{late}, "
+                         f"{_exit_code(doc, a, current, a is attempts[-1])}, "
+                         f"{duration(a.get('duration'))} on {a.get('host')}; {logs}")
     for entry in doc.get("error", []) or []:
         lines.append(f"error        {_format_value(entry)}")
     attachments = doc.get("_attachments", {})
@@ -305,6 +310,16 @@ def _show(doc: dict) -> str:
         lines.append("attachments  " + ", ".join(
             f"{name} ({info.get('length', '?')} bytes)" for name, info in sorted(attachments.items())))
     return "\n".join(lines)
+
+
+def _exit_code(doc: dict, attempt: dict, current: state.TokenState | None, last: bool) -> str:
+    """An attempt's exit code; for the attempt that finished the token, the code the
+    token records when the attempt itself has none (a command that never ran)."""
+    code = attempt.get("exit_code")
+    if code is None and last and not attempt.get("late") and current in (
+            state.TokenState.DONE, state.TokenState.ERROR):
+        code = doc.get("exit_code")
+    return "no exit code" if code in (None, "") else f"exit code {code}"
 
 
 @tokens_group.command("show")
