@@ -61,7 +61,8 @@ def parse_args() -> argparse.ArgumentParser:
 
     passwd = commands.add_parser("passwd", help="change the password on the server and here")
     passwd.set_defaults(func=change_picas_password)
-    passwd.add_argument("--new-password", dest="new_password", default=None,
+    # --password too: upstream's tutorial passes the new password with it.
+    passwd.add_argument("--new-password", "--password", dest="new_password", default=None,
                         help="the new password (others can read it in ps: better leave it out)")
     passwd.add_argument("--password-stdin", action="store_true",
                         help="read the new password from the first line of standard input")
