@@ -167,6 +167,11 @@ class PicasConfig:
             raise ValueError(f"{uri} has no user record for '{username}' in _users "
                              "(a server admin changes their password in the server's "
                              "config)") from None
+        except errors.PermissionDenied:
+            # CouchDB 3 keeps _users to admins unless its _security is opened up.
+            raise ValueError(f"{uri} does not let '{username}' read their own record in "
+                             "_users, so the password cannot be changed from here: ask a "
+                             "server admin to change it") from None
         except errors.PicasError as exc:
             raise ValueError(f"could not change the password at {uri}: {exc}") from None
 

@@ -21,6 +21,8 @@ import yaml
 from picas import config, crypto, errors
 from picas.picas_config import PicasConfig, PicasConfigSchemaError
 
+from support import skip_unless_users_read_their_record
+
 BIN = Path(sys.executable).parent
 
 
@@ -196,6 +198,7 @@ def user(couch):
 
 
 def test_passwd_changes_the_password_on_the_server_and_in_the_file(home, couch, user):
+    skip_unless_users_read_their_record(couch.url, user, "old-pw")
     init(home, couch.url, "anydb", user, "old-pw")
     done = command(home, "picas-cli", "passwd", "--password-stdin", input="new-pw\n")
     assert done.returncode == 0, done.stderr
@@ -216,3 +219,15 @@ def test_passwd_keeps_the_file_when_the_server_refuses(home, couch):
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1
     assert done.stderr.startswith("error: could not change the password at")
     assert (home / ".config/picas/conf.yml").read_text() == before
+
+
+def test_passwd_says_when_the_server_keeps_users_from_their_own_record():
+    """CouchDB 3's default _users security; pouchdb-server lets users read their record."""
+    import requests_mock
+    with requests_mock.Mocker() as mock:
+        mock.get("http://couch.example.org:5984/_users/org.couchdb.user%3Ame", status_code=403,
+                 json={"error": "forbidden", "reason": "You are not allowed to access this db."})
+        with pytest.raises(ValueError, match="does not let 'me' read their own record in "
+                                             "_users.*ask a server admin"):
+            PicasConfig(load=False).change_couchdb_password(
+                "http://couch.example.org:5984", "me", b"old", "new")
