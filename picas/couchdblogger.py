@@ -36,8 +36,8 @@ class CouchDBLogger(logging.Handler):
         self.database = Database(Transport(url), db)
         self.hostname = socket.gethostname()
         self.trace_nr = random.randrange(100000)
-        # The transport logs too: a record written while writing one would
-        # otherwise recurse when this handler sits on the root logger.
+        # urllib3 logs while a record is written: on the root logger, this
+        # handler would otherwise be called again for those records, forever.
         self._busy = threading.local()
 
     def emit(self, record: logging.LogRecord) -> None:

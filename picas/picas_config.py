@@ -95,7 +95,7 @@ class PicasConfig:
                 f"configuration validation failed: unknown key '{extra[0]}'")
         try:
             _config.Settings(url=values["host_url"], database=values["database"],
-                            username=values["username"])
+                             username=values["username"])
         except errors.ConfigError as exc:
             raise PicasConfigSchemaError(f"configuration validation failed: {exc}") from None
 

@@ -88,17 +88,17 @@ def test_metadata_version_is_the_packages():
 def test_couchdb_logger_writes_each_record_as_a_log_document(couch, db):
     scheme, rest = couch.url.split("://", 1)
     handler = CouchDBLogger(f"{scheme}://{couch.username}:{couch.password}@{rest}", db.name)
-    logger = logging.getLogger("picas.test.couchdblogger")
-    logger.propagate = False
-    logger.addHandler(handler)
-    # Also on picas's own logger, which the transport writes to while storing.
-    logging.getLogger("picas").addHandler(handler)
+    # On the root logger, at DEBUG: urllib3 logs while each record is written.
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
     try:
-        logger.warning("one %s", "record")
-        logger.warning("one %s", "record")  # same second, same text: still two documents
+        logging.getLogger("picas.test").warning("one %s", "record")
+        logging.getLogger("picas.test").warning("one %s", "record")  # same second: two docs
     finally:
-        logger.removeHandler(handler)
-        logging.getLogger("picas").removeHandler(handler)
+        root.removeHandler(handler)
+        root.setLevel(level)
     logs = [row["doc"] for row in db.all_docs(include_docs=True)["rows"]
             if row["doc"].get("type") == "log"]
     assert len(logs) == 2
