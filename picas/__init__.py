@@ -12,6 +12,8 @@ import importlib
 from typing import Any
 
 __version__ = "2.0.0.dev0"
+#: Upstream PiCaS's name for the version.
+VERSION = __version__
 
 _EXPORTS = {
     "CouchDB": "clients", "Document": "documents", "Job": "documents", "Task": "documents",

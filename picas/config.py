@@ -10,8 +10,9 @@ YAML with named profiles::
 
 A flat file written by upstream PiCaS (``host_url``, ``database``,
 ``username``, ``encrypted_password``) is read as the profile ``default``.
-Its encrypted password cannot be read without upstream's key and crypto
-library, so it counts as no password at all.
+Its password is decrypted with upstream's key file (:mod:`picas.crypto`),
+and only when no flag or variable gives the password, so that a pilot
+given ``PICAS_PASSWORD`` needs neither the key nor ``cryptography``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import os
 import re
 import shutil
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -145,7 +146,7 @@ def _line_of(node: yaml.Node | None, *keys: str) -> int | None:
     return line
 
 
-class _File:
+class ConfigFile:
     """A parsed config file, able to name the line of any key in its errors."""
 
     def __init__(self, path: Path) -> None:
@@ -222,6 +223,18 @@ class _File:
             except ValueError as exc:
                 raise self.error(f"profile '{name}': {exc}", "profiles", name, key) from None
         return values
+
+    def decrypted_password(self) -> str:
+        """Upstream's ``encrypted_password``, decrypted with its key file."""
+        from . import crypto
+
+        try:
+            return crypto.decrypt_password(str(self.data["encrypted_password"])).decode("utf-8")
+        except ConfigError as exc:
+            raise self.error(f"encrypted_password: {exc}", "encrypted_password") from None
+        except UnicodeDecodeError:
+            raise self.error("encrypted_password does not hold UTF-8 text",
+                             "encrypted_password") from None
 
     def _upstream(self) -> dict[str, Any]:
         values = {}
@@ -306,7 +319,7 @@ def resolve(config_path: Path | str | None = None, profile: str | None = None,
     """
     env = os.environ if env is None else env
     path = Path(config_path).expanduser() if config_path else default_path()
-    file = _File(path)
+    file = ConfigFile(path)
     explicit = profile or env.get("PICAS_PROFILE") or None
     name = explicit or file.default_profile()
     from_file = file.profile(name)
@@ -327,11 +340,8 @@ def resolve(config_path: Path | str | None = None, profile: str | None = None,
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
     settings = Settings(**values, profile=name, config_path=path)
-    if file.upstream and settings.username and settings.password is None \
-            and file.data.get("encrypted_password"):
-        raise ConfigError(
-            f"{path} was written by upstream PiCaS and holds only an encrypted password, "
-            "which picas cannot read: run `picas init` to store it again, or set PICAS_PASSWORD")
+    if file.upstream and settings.password is None and file.data.get("encrypted_password"):
+        settings = replace(settings, password=file.decrypted_password())
     return settings
 
 
@@ -361,7 +371,7 @@ def write(path: Path | str, settings_or_fields: Settings | Mapping[str, Any],
     settings become the profile ``default``.
     """
     path = Path(path).expanduser()
-    file = _File(path)
+    file = ConfigFile(path)
     backup = None
     if file.upstream:
         backup = path.with_name(path.name + ".upstream")
@@ -387,12 +397,12 @@ def write(path: Path | str, settings_or_fields: Settings | Mapping[str, Any],
     import yaml
 
     text = yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
-    _write_private(path, text)
+    write_private(path, text)
     log.info("wrote profile '%s' to %s", profile, path)
     return backup
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Replace ``path`` atomically with a file only its owner can read."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -11,14 +11,20 @@ import mimetypes
 import socket
 import traceback
 import uuid
+from collections.abc import MutableMapping
 from typing import Any, Iterator
 
 from . import jobid, state
 from .util import merge_dicts, seconds
 
 
-class Document:
-    """A CouchDB document that behaves like the dict it wraps."""
+class Document(MutableMapping):
+    """A CouchDB document that behaves like the dict it wraps.
+
+    A full mapping, so that scripts may call any dict method on a token
+    (``pop``, ``setdefault``, ``items``, ``copy`` ...); upstream's own
+    modifiers call ``pop`` through :mod:`picas.jobid`.
+    """
 
     def __init__(self, data: Any = None, base: dict | None = None) -> None:
         if isinstance(data, Document):
@@ -52,6 +58,51 @@ class Document:
     def get(self, key: str, default: Any = None) -> Any:
         return self.doc.get(key, default)
 
+    # The dict's own methods, rather than MutableMapping's generic ones, so
+    # that each behaves exactly as on a dict (``popitem`` takes the last key).
+    def keys(self) -> Any:
+        return self.doc.keys()
+
+    def items(self) -> Any:
+        return self.doc.items()
+
+    def values(self) -> Any:
+        return self.doc.values()
+
+    def pop(self, key: str, *default: Any) -> Any:
+        return self.doc.pop(key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        return self.doc.popitem()
+
+    def clear(self) -> None:
+        self.doc.clear()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        return self.doc.setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.doc.update(*args, **kwargs)
+
+    def copy(self) -> dict:
+        """A shallow copy of the document's data, as ``dict.copy`` gives."""
+        return dict(self.doc)
+
+    fromkeys = staticmethod(dict.fromkeys)
+
+    def __or__(self, other: Any) -> Any:
+        return {**self.doc, **other} if isinstance(other, (dict, Document)) else NotImplemented
+
+    def __ror__(self, other: Any) -> Any:
+        return {**other, **self.doc} if isinstance(other, dict) else NotImplemented
+
+    def __ior__(self, other: Any) -> "Document":
+        self.doc.update(other)
+        return self
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self.doc)
+
     @property
     def id(self) -> str:
         try:
@@ -74,9 +125,6 @@ class Document:
     @property
     def value(self) -> dict:
         return self.doc
-
-    def update(self, values: dict) -> None:
-        self.doc.update(values)
 
     def put_attachment(self, name: str, data: bytes | str, mimetype: str | None = None) -> None:
         """Attach ``data`` inline; it is uploaded with the next save."""

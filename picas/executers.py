@@ -159,3 +159,12 @@ def execute(args: str | Sequence[str], shell: bool = False,
         out.seek(0)
         err.seek(0)
         return proc, proc.returncode, out.read(), err.read()
+
+
+def execute_old(cmd: str) -> int:
+    """Run ``cmd`` through the shell with our own stdout and stderr; its exit code.
+
+    Upstream's older helper (it used ``os.system``); the SRM client still
+    calls it. Use :func:`execute` for anything that should obey time limits.
+    """
+    return subprocess.call(cmd, shell=True)

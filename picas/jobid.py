@@ -1,7 +1,9 @@
 """Which batch job is this? Read from the batch system's environment.
 
 Layered systems (gLite on CREAM on PBS) set several variables; the
-outermost one is the id users look up, so it wins.
+outermost one is the id users look up, so it wins. As in upstream PiCaS,
+a gLite WMS job whose id is not a URL still counts as one: its id is
+recorded as None, and the systems beneath it are not asked.
 """
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ from typing import Mapping, MutableMapping
 JOB_ID_FIELDS = ("dirac_job_id", "wms_job_id", "cream_job_id", "pbs_job_id", "slurm_job_id")
 
 
-def current_job_id(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+def current_job_id(environ: Mapping[str, str] | None = None) -> tuple[str, str | None] | None:
     """``(field, id)`` for the batch job we run in, or None outside one."""
     env = os.environ if environ is None else environ
     if env.get("DIRACJOBID"):
         return "dirac_job_id", env["DIRACJOBID"]
-    if env.get("GLITE_WMS_JOBID", "").startswith("http"):
-        return "wms_job_id", env["GLITE_WMS_JOBID"]
+    if "GLITE_WMS_JOBID" in env:
+        wms = env["GLITE_WMS_JOBID"]
+        return "wms_job_id", wms if wms.startswith("http") else None
     if env.get("CREAM_JOBID"):
         return "cream_job_id", env["CREAM_JOBID"]
     if env.get("PBS_JOBID"):

@@ -81,6 +81,14 @@ def couch() -> CouchServer:
 
 
 @pytest.fixture(autouse=True)
+def _no_user_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """No test reads or writes the user's own ~/.config/picas/key.dat."""
+    import picas.crypto
+    monkeypatch.setattr(picas.crypto, "CRYPTO_KEY_PATH",
+                        str(tmp_path_factory.mktemp("key") / "key.dat"))
+
+
+@pytest.fixture(autouse=True)
 def _server_alive(request: pytest.FixtureRequest) -> None:
     """Every test that touched the server checks, afterwards, that it still lives."""
     yield

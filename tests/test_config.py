@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import re
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from picas import config
+from picas import config, crypto
 from picas.errors import ConfigError
 
 def write_yaml(path, data) -> None:
@@ -132,12 +135,51 @@ def test_upstream_config_is_read(tmp_path):
         ("https://couch.example.org:6984", "mydb", "me")
 
 
-def test_upstream_encrypted_password_alone_asks_for_init(tmp_path):
+def upstream_file(path, password: str = "s3cret") -> None:
+    """A config as upstream's `picas-cli init` writes it, with a new key."""
+    crypto.generate_and_save_key()
+    write_yaml(path, {"host_url": "http://h:5984", "database": "mydb", "username": "me",
+                      "encrypted_password": crypto.encrypt_password(password).decode()})
+
+
+def test_upstream_encrypted_password_is_decrypted_with_its_key(tmp_path):
+    path = tmp_path / "conf.yml"
+    upstream_file(path, "pässword")
+    settings = config.load(path)
+    assert (settings.url, settings.username, settings.password) == \
+        ("http://h:5984", "me", "pässword")
+    assert "pässword" not in repr(settings)
+
+
+def test_upstream_encrypted_password_without_its_key_is_one_clear_error(tmp_path):
+    path = tmp_path / "conf.yml"
+    upstream_file(path)
+    key = Path(crypto.CRYPTO_KEY_PATH)
+    key.unlink()
+    with pytest.raises(ConfigError, match=rf"^{path}:2: encrypted_password: cannot read "
+                                          rf"the key .*{key}: No such file"):
+        config.load(path)
+    crypto.generate_and_save_key()  # another key
+    with pytest.raises(ConfigError, match="does not decrypt with this key"):
+        config.load(path)
+
+
+def test_upstream_encrypted_password_is_not_decrypted_when_the_password_is_given(tmp_path):
     path = tmp_path / "conf.yml"
     write_yaml(path, {"host_url": "http://h:5984", "database": "mydb", "username": "me",
-                      "encrypted_password": "gAAAA..."})
-    with pytest.raises(ConfigError, match="encrypted password.*run `picas init`"):
-        config.load(path)
+                      "encrypted_password": "gAAAA-no-key-needed"})
+    assert config.load(path, password="pw").password == "pw"
+    assert config.resolve(path, env={"PICAS_PASSWORD": "env"}).password == "env"
+
+
+def test_reading_a_plain_config_does_not_import_cryptography(tmp_path):
+    path = tmp_path / "conf.yml"
+    write_yaml(path, {"profiles": {"default": {"username": "me", "password": "pw"}}})
+    check = ("import sys; from picas import config; "
+             f"assert config.load({str(path)!r}).password == 'pw'; "
+             "assert 'cryptography' not in sys.modules, 'imported'")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_write_creates_private_file_and_merges_profiles(tmp_path):

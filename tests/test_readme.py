@@ -1,8 +1,9 @@
 """The README's commands keep working: the docs cannot rot.
 
-Every ``picas ...`` line in the README's shell blocks must parse with the
-real command line (options and arguments as written); the demo runs end to
-end; and the external-server path of the test suite works.
+Every ``picas ...`` and ``picas-cli ...`` line in the README's shell blocks
+must parse with the real command line (options and arguments as written;
+tests/test_upstream_config.py runs the picas-cli ones); the demo runs end
+to end; and the external-server path of the test suite works.
 """
 from __future__ import annotations
 
@@ -68,6 +69,20 @@ def test_the_readme_shows_picas_commands():
 def test_every_picas_command_in_the_readme_parses(line, monkeypatch, tmp_path):
     monkeypatch.setenv("PICAS_CONFIG", str(tmp_path / "conf.yml"))
     parse(shlex.split(line)[1:])
+
+
+PICAS_CLI_LINES = [line for line in shell_lines(README) if line.startswith("picas-cli ")]
+
+
+@pytest.mark.parametrize("line", PICAS_CLI_LINES)
+def test_every_picas_cli_command_in_the_readme_parses(line):
+    from picas.apps.picas_cli import parse_args
+    parsed = parse_args().parse_args(shlex.split(line)[1:])
+    assert callable(parsed.func)
+
+
+def test_the_readme_shows_picas_cli_commands():
+    assert {line.split()[1] for line in PICAS_CLI_LINES} == {"init", "passwd", "dump-config"}
 
 
 def test_a_wrong_command_would_be_caught():

@@ -301,6 +301,30 @@ def test_document_is_dict_like():
         Document().id
 
 
+def test_document_has_every_dict_method():
+    token = Task({"_id": "t", "input": "x"})
+    plain = dict(token.value)
+    for name in [n for n in dir(dict) if not n.startswith("_")]:
+        assert callable(getattr(token, name)), name
+    assert token.keys() == plain.keys() and list(token.values()) == list(plain.values())
+    assert token.items() == plain.items() and token == plain and dict(token) == plain
+    copied = token.copy()
+    copied["input"] = "changed"
+    assert token["input"] == "x" and isinstance(copied, dict)
+    assert token.setdefault("extra", 1) == 1 and token.setdefault("extra", 2) == 1
+    token.update(a=1)
+    token.update([("b", 2)])
+    assert token.pop("a") == 1 and token.pop("a", None) is None
+    with pytest.raises(KeyError):
+        token.pop("a")
+    assert token.popitem() == ("b", 2)  # the last key, as a dict pops it
+    assert (token | {"c": 3})["c"] == 3 and ({"c": 3} | token)["_id"] == "t"
+    token |= {"d": 4}
+    assert token["d"] == 4 and list(reversed(token))[0] == "d"
+    token.clear()
+    assert len(token) == 0 and token.value == {}
+
+
 def test_user_and_job():
     user = User("bob", "pw", roles=["r"])
     assert user.value == {"_id": "org.couchdb.user:bob", "name": "bob", "type": "user",
@@ -381,6 +405,23 @@ def test_basic_token_modifier(slurm_job):
         TokenModifier().lock(token)
 
 
+def test_basic_token_modifier_on_a_task_object(slurm_job):
+    """Upstream scripts pass their Task itself, not its dict."""
+    modifier = BasicTokenModifier()
+    task = Task({"_id": "t"})
+    modifier.lock(task)
+    assert task["slurm_job_id"] == slurm_job and task["lock"] > 0
+    modifier.close(task)
+    modifier.unclose(task)
+    assert task["done"] == 0 and "slurm_job_id" not in task
+    modifier.lock(task)
+    assert modifier.unlock(task) is task and task["lock"] == 0 and "slurm_job_id" not in task
+    modifier.lock(task)
+    modifier.scrub(task)
+    assert task["scrub_count"] == 1 and task["lock"] == 0 and "slurm_job_id" not in task
+    assert state.classify(task.value) is TokenState.TODO
+
+
 def test_nested_token_modifier(slurm_job):
     modifier = NestedTokenModifier()
     record = {"job": {"lock": 0, "done": 0}}
@@ -413,8 +454,9 @@ def test_nested_token_modifier(slurm_job):
     ({"DIRACJOBID": "9876", "PBS_JOBID": "1"}, ("dirac_job_id", "9876")),
     ({"GLITE_WMS_JOBID": "https://wms.example.org:9000/abc", "CREAM_JOBID": "c1",
       "PBS_JOBID": "1"}, ("wms_job_id", "https://wms.example.org:9000/abc")),
+    # A WMS id that is not a URL is recorded as None, as upstream does.
     ({"GLITE_WMS_JOBID": "N/A", "CREAM_JOBID": "https://cream.example.org:8443/CREAM1"},
-     ("cream_job_id", "https://cream.example.org:8443/CREAM1")),
+     ("wms_job_id", None)),
     ({"CREAM_JOBID": "https://cream.example.org:8443/CREAM1", "PBS_JOBID": "1"},
      ("cream_job_id", "https://cream.example.org:8443/CREAM1")),
     ({"HOME": "/home/me"}, None),

@@ -1,0 +1,1 @@
+"""Commands with upstream PiCaS's names (``picas-cli``)."""
