@@ -19,16 +19,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import envs
-from drain import (IMPLEMENTATIONS, OURS_ACTOR, OURS_PILOT, ROOT, UPSTREAM, CaseResult, Target,
-                   bulk_write_rate, run_case)
+from drain import (
+    IMPLEMENTATIONS,
+    OURS_ACTOR,
+    OURS_PILOT,
+    ROOT,
+    UPSTREAM,
+    CaseResult,
+    Target,
+    bulk_write_rate,
+    run_case,
+)
+from scale import run_scale
+
 from picas import server
 from picas.transport import split_credentials
-from scale import run_scale
 
 OURS = (OURS_PILOT, OURS_ACTOR)
 LABELS = {OURS_PILOT: "picas pilot", OURS_ACTOR: "picas RunActor", UPSTREAM: "upstream 1.1.2"}
@@ -141,7 +151,8 @@ def machine(source: dict) -> dict:
 def server_name(target: Target) -> str:
     """What the server says it is, for the results (no credentials)."""
     info = target.transport().request("GET", [""])
-    return f"{info.get('vendor', {}).get('name', 'CouchDB')} {info.get('version', '?')} at {target.url}"
+    vendor = info.get("vendor", {}).get("name", "CouchDB")
+    return f"{vendor} {info.get('version', '?')} at {target.url}"
 
 
 def _median(values: list[float]) -> float:
@@ -159,7 +170,8 @@ def summarize(runs: list[CaseResult], bulk_rates: list[float], pilot_counts: lis
             impl: [r for r in runs if r.pilots == pilots and r.implementation == impl]
             for impl in implementations}
 
-        def each(metric: str, how: Callable[[list], float] = _median) -> dict[str, float]:
+        def each(metric: str, how: Callable[[list], float] = _median,
+                 per: dict[str, list[CaseResult]] = per) -> dict[str, float]:
             return {impl: how([getattr(r, metric) for r in rs]) for impl, rs in per.items() if rs}
 
         tokens_per_s = each("tokens_per_s")
@@ -216,6 +228,34 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _print_case(result: CaseResult, pilots: int, impl: str) -> None:
+    note = "" if result.drained else f" NOT DRAINED {result.states}"
+    failures = f" ({'; '.join(result.pilot_failures)})" if result.pilot_failures else ""
+    print(f"  {pilots} x {LABELS[impl]:<15} {result.tokens_per_s:8.1f} tokens/s "
+          f"{result.requests_per_token:5.2f} req/token "
+          f"{result.conflicts:4d} conflicts {result.duplicates:3d} duplicates"
+          f"{note}{failures}", flush=True)
+
+
+def _run_scales(target: Target, args: argparse.Namespace, workdir: Path) -> list[dict]:
+    scales = []
+    for rep in range(args.scale_reps if args.scale else 0):
+        scales.append(run_scale(target, args.scale, rep, workdir,
+                                timeout=600 + args.scale * 0.01))
+        print(f"scale rep {rep + 1}: {scales[-1]}", flush=True)
+    return scales
+
+
+def _start_target(args: argparse.Namespace, local: server.LocalServer | None) -> Target:
+    """The server to measure: the one given by URL, or ``local`` started now."""
+    if local is None:
+        return external_target(args.url, args.server_pid)
+    local.start()
+    password = secrets.token_hex(12)
+    server.ensure_admin(local.url, "admin", password)
+    return Target(local.url, "admin", password, (local.process.pid,))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     workdir = Path(tempfile.mkdtemp(prefix="picas-bench-"))
@@ -232,13 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     source = source_state()
     try:
-        if local is None:
-            target = external_target(args.url, args.server_pid)
-        else:
-            local.start()
-            password = secrets.token_hex(12)
-            server.ensure_admin(local.url, "admin", password)
-            target = Target(local.url, "admin", password, (local.process.pid,))
+        target = _start_target(args, local)
         timeout = 60 + args.n * 0.25
         for rep in range(args.reps):
             bulk_rates.append(bulk_write_rate(target, rep))
@@ -252,17 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_case(target, impl, pilots, args.n, rep, workdir,
                                       upstream_python, timeout)
                     runs.append(result)
-                    note = "" if result.drained else f" NOT DRAINED {result.states}"
-                    failures = f" ({'; '.join(result.pilot_failures)})" \
-                        if result.pilot_failures else ""
-                    print(f"  {pilots} x {LABELS[impl]:<15} {result.tokens_per_s:8.1f} tokens/s "
-                          f"{result.requests_per_token:5.2f} req/token "
-                          f"{result.conflicts:4d} conflicts {result.duplicates:3d} duplicates"
-                          f"{note}{failures}", flush=True)
-        for rep in range(args.scale_reps if args.scale else 0):
-            scales.append(run_scale(target, args.scale, rep, workdir,
-                                    timeout=600 + args.scale * 0.01))
-            print(f"scale rep {rep + 1}: {scales[-1]}", flush=True)
+                    _print_case(result, pilots, impl)
+        scales = _run_scales(target, args, workdir)
         ok = all(r.drained and not r.pilot_failures for r in runs if r.implementation in OURS)
     finally:
         if local is not None:

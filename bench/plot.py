@@ -9,7 +9,7 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 STYLE = {"ours_pilot": ("picas pilot", "tab:blue", "o"),
          "ours_actor": ("picas RunActor", "tab:green", "s"),
@@ -27,8 +27,9 @@ def main(source: str, target: str) -> None:
             continue
         rows = [results["pilots"][str(x)] for x in xs]
         medians = [row["tokens_per_s"][impl] for row in rows]
-        low = [m - min(row["tokens_per_s_per_rep"][impl]) for m, row in zip(medians, rows)]
-        high = [max(row["tokens_per_s_per_rep"][impl]) - m for m, row in zip(medians, rows)]
+        reps = [row["tokens_per_s_per_rep"][impl] for row in rows]
+        low = [m - min(r) for m, r in zip(medians, reps, strict=True)]
+        high = [max(r) - m for m, r in zip(medians, reps, strict=True)]
         ax.errorbar(xs, medians, yerr=[low, high], label=label, color=color, marker=marker,
                     capsize=3)
     limit = results["server_limit"]["server_limit_tokens_per_s"]

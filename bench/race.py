@@ -19,6 +19,7 @@ each run makes its own database).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -34,8 +35,8 @@ from urllib.parse import urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from drain import (OUR_PICAS, Target, add_tokens, count_executions,  # noqa: E402
-                   fresh_database, pilot_env, states)
+from drain import OUR_PICAS, Target, add_tokens, count_executions, fresh_database, pilot_env, states  # noqa: E402
+
 from picas import conflicts, status  # noqa: E402
 from picas.database import Database  # noqa: E402
 
@@ -77,10 +78,8 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
     except OSError:
         pass
     for sock in (source, sink):
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def one_run(urls: list[str], user: str, password: str, n: int, pilots: int, run: int,

@@ -22,7 +22,7 @@ _EXPORTS = {
     "TaskViewIterator": "iterators", "ViewIterator": "iterators",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 -- the lazy names above, listed once
 
 
 def __getattr__(name: str) -> Any:

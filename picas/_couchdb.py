@@ -8,6 +8,7 @@ out means changing this file alone.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import sys
 
@@ -25,10 +26,8 @@ finally:
     if _hidden:
         del sys.modules["pkg_resources"]
 if couchdb.__version__ == "?":
-    try:
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         couchdb.__version__ = importlib.metadata.version("CouchDB")
-    except importlib.metadata.PackageNotFoundError:
-        pass
 
 LegacyHTTPError = couchdb.http.HTTPError
 LegacyConflict = couchdb.http.ResourceConflict
@@ -40,7 +39,7 @@ LegacyServerError = couchdb.http.ServerError
 
 def legacy_database(server_url: str, name: str,
                     credentials: tuple[str, str] | None,
-                    verify: bool = True) -> "couchdb.Database":
+                    verify: bool = True) -> couchdb.Database:
     """A CouchDB-Python handle on the same database; makes no request."""
     server = couchdb.Server(server_url)
     if credentials is not None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import executers, lease, shutdown, state
 from .documents import Task
@@ -39,7 +40,9 @@ class AbstractRunActor:
         if db is None:
             raise ValueError("Database must be initialized")
         self.db = db
-        self.iterator = iterator if iterator is not None else TaskViewIterator(db, view, **view_params)
+        if iterator is None:
+            iterator = TaskViewIterator(db, view, **view_params)
+        self.iterator = iterator
         self.token_reset_values = token_reset_values
         self.current_task: Task | None = None
         self.subprocess = None
@@ -69,8 +72,9 @@ class AbstractRunActor:
 
     # -- machinery --------------------------------------------------------------
     def _lease_seconds(self) -> float:
-        return getattr(self.iterator, "lease_seconds", None) or \
-            getattr(getattr(self.iterator, "iterator", None), "lease_seconds", 600.0)
+        inner = getattr(self.iterator, "iterator", None)
+        return float(getattr(self.iterator, "lease_seconds", None)
+                     or getattr(inner, "lease_seconds", None) or 600.0)
 
     def _run(self, task: Task, timeout: float | None, keeper: lease.LeaseKeeper) -> Outcome:
         """Process one task and write its result; return the attempt's outcome."""
@@ -82,7 +86,7 @@ class AbstractRunActor:
         started = time.time()
         try:
             self.process_task(task)
-        except Exception as exc:  # the user's code failed: record it on the token
+        except Exception as exc:  # noqa: BLE001 -- the user's code failed: record it on the token
             msg = f"Exception {type(exc).__name__} occurred during processing: {exc}"
             log.info(msg)
             task.error(msg, exception=exc)
@@ -100,11 +104,13 @@ class AbstractRunActor:
             return Outcome.INTERRUPTED
         if limits.timed_out:
             return Outcome.TIMED_OUT
-        if task.get("lock") == state.UPSTREAM_ERROR or not state.exit_code_is_zero(task.get("exit_code")):
+        if (task.get("lock") == state.UPSTREAM_ERROR
+                or not state.exit_code_is_zero(task.get("exit_code"))):
             return Outcome.FAILED
         return Outcome.SUCCEEDED
 
-    def _save(self, task: Task, outcome: Outcome, started: float, keeper: lease.LeaseKeeper) -> None:
+    def _save(self, task: Task, outcome: Outcome, started: float,
+              keeper: lease.LeaseKeeper) -> None:
         """Write the task as the script left it, on top of the lease's latest revision."""
         latest = keeper.take(task.id) or task.value
         attempt = state.new_attempt(latest, outcome, start=started,
@@ -115,7 +121,8 @@ class AbstractRunActor:
             task["lock"], task["done"] = self.token_reset_values
         elif outcome is Outcome.TIMED_OUT and state.classify(task.value) is TokenState.LOCKED:
             task["done"] = max(int(time.time()), 1)
-            task["exit_code"] = task.get("exit_code") if task.get("exit_code") not in ("", 0, None) else 124
+            code = task.get("exit_code")
+            task["exit_code"] = code if code not in ("", 0, None) else 124
         for _ in range(10):
             doc = dict(task.value)
             doc["_rev"] = latest["_rev"]
@@ -127,7 +134,7 @@ class AbstractRunActor:
                 log.warning("token %s was taken over; result kept as a late attempt", task.id)
             else:
                 doc.setdefault("attempts", list(latest.get("attempts", [])))
-                doc["attempts"] = list(doc["attempts"]) + [attempt]
+                doc["attempts"] = [*doc["attempts"], attempt]
             try:
                 self.db.save(doc)
                 task.value.clear()

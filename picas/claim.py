@@ -25,8 +25,9 @@ import math
 import random
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from . import conflicts, designdocs, errors, state
 from .database import Database, confirmed
@@ -298,43 +299,57 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
             # a view answers the same stale rows until its index catches up.
             stale_windows += not got.in_order
             continue
-        share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
-            else max(1, math.ceil(got.backlog / (2 * SHARE)))
-        want = min(limit - len(result.tokens), share)
-        # Plain todo tokens first: the others cost a read of all their branches,
-        # and may be locks this pilot itself just found in doubt.
-        fresh = [doc for doc in candidates.values() if not _needs_all_branches(doc, now)]
-        pool = fresh or list(candidates.values())
-        if got.in_order and got.contested:
-            chosen = _preferred(pool, holder.pilot_id, want)
-        elif got.in_order:
-            # Alone (as far as we know): a run from the front, skipping nothing.
-            chosen = pool[:want]
-        else:
-            chosen = _order(pool, rng)[:want]
+        chosen = _choose(got, list(candidates.values()), holder,
+                         limit - len(result.tokens), now, rng)
         picked = [_take(doc, holder, lease_seconds, now) for doc in _checked(db, chosen, now)]
         outcomes = db.bulk_docs([doc for doc, _ in picked])
         lost = sum(not confirmed(o) for o in outcomes)
         source.attempted(chosen, lost=lost)
-        doubtful = []
-        for (doc, recovered), outcome in zip(picked, outcomes):
-            if "error" in outcome:
-                result.conflicts += 1
-            elif not confirmed(outcome):
-                result.in_doubt += 1
-                if state.classify(doc) is TokenState.LOCKED:
-                    doubtful.append(state.withdraw(doc))
-            else:
-                result.recovered += recovered
-                if state.classify(doc) is TokenState.LOCKED:
-                    result.tokens.append(doc)
-        _withdraw(db, doubtful)
+        _withdraw(db, _tally(result, picked, outcomes))
         if result.tokens:
             # Possibly fewer than asked for when others won some races:
             # good enough, the caller comes back for more.
             return result
         lost_rounds += 1
     return result
+
+
+def _choose(got: Window, candidates: list[dict], holder: Holder, room: int, now: float,
+            rng: random.Random) -> list[dict]:
+    """The candidates to try to lock in this round: at most ``room``, fewer
+    when others are likely to be claiming from the same window."""
+    share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
+        else max(1, math.ceil(got.backlog / (2 * SHARE)))
+    want = min(room, share)
+    # Plain todo tokens first: the others cost a read of all their branches,
+    # and may be locks this pilot itself just found in doubt.
+    fresh = [doc for doc in candidates if not _needs_all_branches(doc, now)]
+    pool = fresh or candidates
+    if got.in_order and got.contested:
+        return _preferred(pool, holder.pilot_id, want)
+    if got.in_order:
+        # Alone (as far as we know): a run from the front, skipping nothing.
+        return pool[:want]
+    return _order(pool, rng)[:want]
+
+
+def _tally(result: ClaimResult, picked: list[tuple[dict, bool]],
+           outcomes: list[dict]) -> list[dict]:
+    """Count the outcomes of one round's writes into ``result``; return the
+    locks that were written but not confirmed, withdrawn."""
+    doubtful = []
+    for (doc, recovered), outcome in zip(picked, outcomes, strict=True):
+        if "error" in outcome:
+            result.conflicts += 1
+        elif not confirmed(outcome):
+            result.in_doubt += 1
+            if state.classify(doc) is TokenState.LOCKED:
+                doubtful.append(state.withdraw(doc))
+        else:
+            result.recovered += recovered
+            if state.classify(doc) is TokenState.LOCKED:
+                result.tokens.append(doc)
+    return doubtful
 
 
 def _withdraw(db: Database, doubtful: list[dict]) -> None:

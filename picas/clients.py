@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import _couchdb, config, designdocs, errors
 from .database import Database
@@ -74,7 +75,7 @@ class CouchDB:
         self._create = create
 
     @classmethod
-    def from_database(cls, database: Database) -> "CouchDB":
+    def from_database(cls, database: Database) -> CouchDB:
         """Wrap an existing :class:`Database` (sharing its connection)."""
         client = cls.__new__(cls)
         client.transport = database.transport
@@ -99,7 +100,7 @@ class CouchDB:
                     f"{self.transport.url}: drop create=True to use it")
         return self.database
 
-    def copy(self) -> "CouchDB":
+    def copy(self) -> CouchDB:
         """A new client with its own connection to the same database."""
         username, password = self.transport.credentials or (None, "")
         return CouchDB(self.transport.url, self.database.name, username, password,
@@ -109,7 +110,7 @@ class CouchDB:
     def __getitem__(self, idx: str) -> Document:
         return self.get(idx)
 
-    def get(self, id: str) -> Document:  # noqa: A002 - upstream name
+    def get(self, id: str) -> Document:
         """The document with this id; :class:`errors.NotFound` if there is none."""
         return Document(self._db.get(id))
 
@@ -180,7 +181,7 @@ class CouchDB:
         """Delete many documents in one request; False where one had changed."""
         stubs = [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True} for d in docs]
         results = self._db.bulk_docs(stubs)
-        for doc, result in zip(docs, results):
+        for doc, result in zip(docs, results, strict=True):
             if "error" in result:
                 log.info("could not delete %s (rev %s): %s", doc["_id"], doc["_rev"],
                          result.get("reason", result["error"]))

@@ -21,9 +21,10 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .database import Database
@@ -82,7 +83,8 @@ class Settings:
                 "digits and _$()+-/, starting with a letter")
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
                 or self.max_attempts < 1:
-            raise ConfigError(f"max_attempts must be a whole number >= 1, not {self.max_attempts!r}")
+            raise ConfigError("max_attempts must be a whole number >= 1, "
+                              f"not {self.max_attempts!r}")
         if isinstance(self.lease, bool) or not isinstance(self.lease, (int, float)) \
                 or not self.lease > 0:
             raise ConfigError(f"lease must be a number of seconds > 0, not {self.lease!r}")
@@ -91,9 +93,16 @@ class Settings:
     def transport(self) -> Transport:
         return Transport(self.url, self.username, self.password, verify=self.verify)
 
+    @property
+    def database_name(self) -> str:
+        """The database: always set once made (None in ``database`` asks
+        for the one named in the URL, or the default)."""
+        assert self.database is not None  # set by __post_init__
+        return self.database
+
     def open_database(self) -> Database:
         """The configured database; nothing is sent until it is used."""
-        return Database(self.transport(), self.database)
+        return Database(self.transport(), self.database_name)
 
 
 def split_database(url: str, database: str | None) -> tuple[str, str]:
@@ -158,6 +167,7 @@ class ConfigFile:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the config file {path}: {_reason(exc)}") from None
         self.exists = path.exists()
+        self.node: Any
         self.node, data = self._parse(path, text) if text else (None, None)
         if data is None:
             data = {}
@@ -203,7 +213,8 @@ class ConfigFile:
         unknown = set(self.data) - {"profiles", "default_profile"}
         if unknown:
             key = sorted(unknown)[0]
-            raise self.error(f"unknown key '{key}' (expected 'profiles' and 'default_profile')", key)
+            raise self.error(
+                f"unknown key '{key}' (expected 'profiles' and 'default_profile')", key)
         profiles = self.data.get("profiles") or {}
         if not isinstance(profiles, dict):
             raise self.error("'profiles' must be a mapping of profile names to settings",
@@ -249,38 +260,47 @@ class ConfigFile:
 
 def _convert(key: str, value: Any) -> Any:
     """A setting's value in its type; ValueError says what is wrong."""
-    kind = FIELDS[key]
     if value is None:
         return None
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{key} must be true or false, not {value!r}")
-    if kind is int:
-        if isinstance(value, bool):
-            raise ValueError(f"{key} must be a whole number, not {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key} must be a whole number, not {value!r}") from None
-        if not number.is_integer():
-            raise ValueError(f"{key} must be a whole number, not {value!r}")
-        return int(number)
-    if kind is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{key} must be a number, not {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key} must be a number, not {value!r}") from None
+    return _CONVERTERS.get(FIELDS[key], _to_text)(key, value)
+
+
+def _to_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{key} must be true or false, not {value!r}")
+
+
+def _to_int(key: str, value: Any) -> int:
+    number = _to_float(key, value, "a whole number")
+    if not number.is_integer():
+        raise ValueError(f"{key} must be a whole number, not {value!r}")
+    return int(number)
+
+
+def _to_float(key: str, value: Any, kind: str = "a number") -> float:
+    # bool is an int to Python, but "lease: true" is a mistake, not 1 second.
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be {kind}, not {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be {kind}, not {value!r}") from None
+
+
+def _to_text(key: str, value: Any) -> str:
     if isinstance(value, (dict, list)):
         raise ValueError(f"{key} must be text, not a {type(value).__name__}")
     return str(value)
+
+
+_CONVERTERS: dict[type, Callable[[str, Any], Any]] = {
+    bool: _to_bool, int: _to_int, float: _to_float}
 
 
 def _reason(exc: BaseException) -> str:
@@ -392,7 +412,7 @@ def write(path: Path | str, settings_or_fields: Settings | Mapping[str, Any],
         else:
             current[key] = value
     # Validate before writing: a file picas cannot load is worse than none.
-    Settings(**{k: v for k, v in current.items()})
+    Settings(**current)
     data["profiles"] = {**data["profiles"], profile: current}
     import yaml
 

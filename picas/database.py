@@ -5,7 +5,8 @@ API but nothing about tokens.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import errors
 from .transport import Transport
@@ -221,8 +222,7 @@ class Database:
             if want <= 0:
                 return
             rows = query(limit=want + 1, **params)["rows"]
-            for row in rows[:want]:
-                yield row
+            yield from rows[:want]
             seen += min(len(rows), want)
             if len(rows) <= want:
                 return

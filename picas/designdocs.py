@@ -5,10 +5,10 @@ makes CouchDB rebuild every index in it.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 from . import errors
 from .database import Database

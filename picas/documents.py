@@ -11,12 +11,13 @@ import mimetypes
 import socket
 import traceback
 import uuid
-from collections.abc import MutableMapping
-from typing import Any, Iterator
+from collections.abc import Iterator, MutableMapping
+from typing import Any, ClassVar, TypeVar
 
 from . import jobid, state
 from .util import merge_dicts, seconds
 
+_D = TypeVar("_D", bound="Document")
 
 class Document(MutableMapping):
     """A CouchDB document that behaves like the dict it wraps.
@@ -96,7 +97,7 @@ class Document(MutableMapping):
     def __ror__(self, other: Any) -> Any:
         return {**other, **self.doc} if isinstance(other, dict) else NotImplemented
 
-    def __ior__(self, other: Any) -> "Document":
+    def __ior__(self, other: Any) -> Document:
         self.doc.update(other)
         return self
 
@@ -149,11 +150,11 @@ class Document(MutableMapping):
             attachment["data"] = retrieve_from_database.database.get_attachment(self.id, name)
         return attachment
 
-    def remove_attachment(self, name: str) -> "Document":
+    def remove_attachment(self, name: str) -> Document:
         del self.doc["_attachments"][name]
         return self
 
-    def _update_hostname(self) -> "Document":
+    def _update_hostname(self: _D) -> _D:
         self.doc["hostname"] = socket.gethostname()
         return self
 
@@ -171,7 +172,7 @@ class User(Document):
 class Task(Document):
     """A token, with upstream PiCaS's fields and methods."""
 
-    BASE = {
+    BASE: ClassVar[dict[str, Any]] = {
         "type": "token",
         "lock": 0,
         "done": 0,
@@ -189,12 +190,12 @@ class Task(Document):
         if "_id" not in self.doc:
             self.doc["_id"] = "task_" + uuid.uuid4().hex
 
-    def lock(self) -> "Task":
+    def lock(self) -> Task:
         self.doc["lock"] = seconds()
         jobid.add_job_id(self.doc)
         return self._update_hostname()
 
-    def done(self) -> "Task":
+    def done(self) -> Task:
         self.doc["done"] = seconds()
         return self
 
@@ -222,7 +223,7 @@ class Task(Document):
     def uploads(self, value: Any) -> None:
         self.doc["uploads"] = value
 
-    def scrub(self) -> "Task":
+    def scrub(self) -> Task:
         """Make the task todo again, counting the reset in ``scrub_count``."""
         self.doc["scrub_count"] = int(self.doc.get("scrub_count") or 0) + 1
         self.doc["lock"] = 0
@@ -231,7 +232,7 @@ class Task(Document):
         jobid.remove_job_id(self.doc)
         return self._update_hostname()
 
-    def error(self, msg: Any = None, exception: BaseException | None = None) -> "Task":
+    def error(self, msg: Any = None, exception: BaseException | None = None) -> Task:
         """Record an error and mark the task failed the upstream way (99/99)."""
         entry: dict[str, Any] = {"time": seconds()}
         if msg is not None:
@@ -259,30 +260,30 @@ class Task(Document):
 class Job(Document):
     """Upstream's job record: timing of a piece of work, archived when done."""
 
-    BASE = {"type": "job", "hostname": "", "start": 0, "done": 0, "queue": 0,
-            "method": "", "archive": 0}
+    BASE: ClassVar[dict[str, Any]] = {"type": "job", "hostname": "", "start": 0, "done": 0,
+                                      "queue": 0, "method": "", "archive": 0}
 
     def __init__(self, job: Any) -> None:
         super().__init__(job, Job.BASE)
         if "_id" not in self.doc:
             raise ValueError("Job ID must be set")
 
-    def queue(self, method: str, host: str | None = None) -> "Job":
+    def queue(self, method: str, host: str | None = None) -> Job:
         self.doc["method"] = method
         if host is not None:
             self.doc["hostname"] = host
         self.doc["queue"] = seconds()
         return self
 
-    def start(self) -> "Job":
+    def start(self) -> Job:
         self.doc.update(start=seconds(), done=0, archive=0)
         return self._update_hostname()
 
-    def finish(self) -> "Job":
+    def finish(self) -> Job:
         self.doc["done"] = seconds()
         return self
 
-    def archive(self) -> "Job":
+    def archive(self) -> Job:
         if self.doc["done"] <= 0:
             self.doc["done"] = seconds()
         self.doc["archive"] = seconds()

@@ -7,8 +7,14 @@ CouchDB-Python's errors, so upstream PiCaS scripts that catch
 """
 from __future__ import annotations
 
-from ._couchdb import (LegacyConflict, LegacyHTTPError, LegacyNotFound,
-                       LegacyPreconditionFailed, LegacyServerError, LegacyUnauthorized)
+from ._couchdb import (
+    LegacyConflict,
+    LegacyHTTPError,
+    LegacyNotFound,
+    LegacyPreconditionFailed,
+    LegacyServerError,
+    LegacyUnauthorized,
+)
 
 
 class PicasError(Exception):

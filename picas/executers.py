@@ -12,10 +12,11 @@ import select
 import signal
 import subprocess
 import tempfile
-import time
 import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator, Sequence
+from typing import IO, Any
 
 from . import shutdown
 
@@ -69,10 +70,8 @@ def kill_group(proc: subprocess.Popen, grace: float) -> None:
 
 def reap_group(proc: subprocess.Popen) -> None:
     """SIGKILL every process left in the group (background children too)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     proc.wait()
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import claim, designdocs, state
 from .documents import Task
@@ -23,7 +24,7 @@ class ViewIterator:
     def __init__(self) -> None:
         self._stop = False
 
-    def __iter__(self) -> "ViewIterator":
+    def __iter__(self) -> ViewIterator:
         return self
 
     def reset(self) -> None:

@@ -8,7 +8,7 @@ recorded as None, and the systems beneath it are not asked.
 from __future__ import annotations
 
 import os
-from typing import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 #: Token fields that hold a job id, one per batch system.
 JOB_ID_FIELDS = ("dirac_job_id", "wms_job_id", "cream_job_id", "pbs_job_id", "slurm_job_id")

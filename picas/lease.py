@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from . import conflicts, designdocs, errors, state
 from .database import Database, confirmed
@@ -117,7 +117,7 @@ class LeaseKeeper:
                 return
             renewed = [state.renew(token, self.lease_seconds) for token in held]
             results = self.db.bulk_docs(renewed)
-            for token, result in zip(renewed, results):
+            for token, result in zip(renewed, results, strict=True):
                 if confirmed(result):
                     self._held[token["_id"]] = token
                 else:
@@ -138,7 +138,7 @@ class LeaseKeeper:
                 return  # cannot be decided yet: renew on our branch, look again next beat
         ours = (current is not None and state.classify(current) is TokenState.LOCKED
                 and state.lease_id(current) == state.lease_id(mine))
-        if not ours:
+        if current is None or not ours:
             log.warning("lease on %s was taken over", token_id)
             self.lost.add(token_id)
             self._lost[token_id] = self._held.pop(token_id, mine)

@@ -5,7 +5,8 @@ from . import __version__
 
 project = "picas"
 package = "picas"
-description = "A CouchDB token pool for pilot jobs on HPC clusters and grids, compatible with PiCaS."
+description = ("A CouchDB token pool for pilot jobs on HPC clusters and grids, "
+               "compatible with PiCaS.")
 project_no_spaces = project.replace(" ", "")
 version = __version__
 authors = ["the picas developers"]

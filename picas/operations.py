@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from . import designdocs, errors, state
 from .database import Database
@@ -82,9 +82,9 @@ def select(db: Database, ids: Iterable[str] = (), views: Iterable[str] = (),
                                   "nothing was changed")
         chosen.extend(wanted)
     if tag is not None:
-        for view in views or [None]:
-            key_range = ({"key": [tag, view]} if view else
-                         {"startkey": [tag], "endkey": [tag, {}]})
+        ranges = ([{"key": [tag, view]} for view in views] if views else
+                  [{"startkey": [tag], "endkey": [tag, {}]}])
+        for key_range in ranges:
             chosen.extend(row["id"] for row in
                           db.iter_view(designdocs.MONITOR, "by_tag", reduce=False, **key_range))
     else:
@@ -128,7 +128,7 @@ def _apply_once(db: Database, ids: list[str], transition: Transition,
         except errors.InvalidToken:
             report.skipped += 1
     conflicts = []
-    for doc, result in zip(changed, db.bulk_docs(changed)):
+    for doc, result in zip(changed, db.bulk_docs(changed), strict=True):
         if "error" not in result:
             report.changed += 1
             new_state = "deleted" if doc.get("_deleted") else state.classify(doc)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIG_PATH = "~/.config/picas/conf.yml"
 
 #: The keys of upstream's file; all four are required text, no others are allowed.
-PICAS_CONFIG_SCHEMA = {
+PICAS_CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "host_url": {"type": "string", "default": "http://localhost:5984",

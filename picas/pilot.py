@@ -327,10 +327,11 @@ class Pilot:
         self._record(token_id, outcome, done)
 
     def _token_timeout(self) -> float | None:
-        limits = [self.options.max_token_time]
+        limits = []
+        if self.options.max_token_time is not None:
+            limits.append(self.options.max_token_time)
         if self.options.end_time is not None:
             limits.append(max(1.0, self.options.end_time - time.time() - self.options.margin / 2))
-        limits = [limit for limit in limits if limit is not None]
         return min(limits) if limits else None
 
     def _record(self, token_id: str, outcome: Outcome, done: runner.Run | None,
@@ -357,8 +358,8 @@ class Pilot:
             logs=sorted(attachments), **extra)
         fields = {}
         if error:
-            fields["error"] = list(current.get("error") or []) + [
-                {"time": int(time.time()), "message": error}]
+            fields["error"] = [*(current.get("error") or []),
+                               {"time": int(time.time()), "message": error}]
         self.writer.add(current, results.Result(token_id, state.lease_id(current), attempt,
                                                 attachments, fatal, fields))
         self.report.count(outcome)

@@ -48,7 +48,7 @@ class Result:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "Result":
+    def from_json(cls, data: dict) -> Result:
         attachments = {name: (ctype, base64.b64decode(b64))
                        for name, (ctype, b64) in data.get("attachments", {}).items()}
         return cls(data["token_id"], data.get("lease_id"), data["attempt"], attachments,
@@ -135,11 +135,13 @@ class ResultWriter:
                 delay = min(delay * 2, 10.0)
 
     def _write(self, pending: list[tuple[dict, Result]]) -> None:
-        todo = [(current, result, apply(current, result, self.default_max_attempts))
-                for current, result in pending]
-        todo = [item for item in todo if item[2] is not None]
+        todo = []
+        for current, result in pending:
+            doc = apply(current, result, self.default_max_attempts)
+            if doc is not None:  # None: recorded already
+                todo.append((current, result, doc))
         outcomes = self.db.bulk_docs([doc for _, _, doc in todo])
-        for (current, result, _), outcome in zip(todo, outcomes):
+        for (current, result, _), outcome in zip(todo, outcomes, strict=True):
             if confirmed(outcome):
                 self._count(current, result)
             else:
@@ -172,6 +174,7 @@ class ResultWriter:
                 time.sleep(0.5)  # branches that cannot be decided yet: look again
                 continue
             doc = apply(current, result, self.default_max_attempts)
+            assert doc is not None  # leaves holding the result returned above
             try:
                 self.db.put(doc)
             except (errors.Conflict, errors.WriteInDoubt):

@@ -12,9 +12,10 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from . import executers
 from .errors import InvalidToken
@@ -103,8 +104,9 @@ class Workspace:
         """Files for stdout and stderr, empty (unnamed: nothing to clean up after a crash)."""
         if self._outputs is None:
             self.base.mkdir(parents=True, exist_ok=True)
-            self._outputs = (tempfile.TemporaryFile(dir=self.base),
-                             tempfile.TemporaryFile(dir=self.base))
+            # Open for the whole run (the child writes to them); close() closes them.
+            self._outputs = (tempfile.TemporaryFile(dir=self.base),  # noqa: SIM115
+                             tempfile.TemporaryFile(dir=self.base))  # noqa: SIM115
         return self._outputs
 
     def collect(self, cap: int) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
@@ -196,7 +198,8 @@ def run(token: dict, workspace: Workspace, options: RunOptions,
 def _mark_cut(data: bytes, cut: int) -> bytes:
     if not cut:
         return data
-    return f"[picas: the first {cut} bytes were cut; the last {len(data)} are kept]\n".encode() + data
+    note = f"[picas: the first {cut} bytes were cut; the last {len(data)} are kept]\n"
+    return note.encode() + data
 
 
 def _is_utf8(data: bytes, cut_start: bool = False) -> bool:

@@ -7,8 +7,8 @@ told, in so many words, to leave it public.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from . import errors
 from .transport import Transport

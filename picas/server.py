@@ -141,7 +141,7 @@ class LocalServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "LocalServer":
+    def start(self, timeout: float = 60.0) -> LocalServer:
         if self.port is None:
             self.port = free_port()
         if self.data_dir is not None:
@@ -151,13 +151,14 @@ class LocalServer:
             self._scratch = tempfile.TemporaryDirectory(prefix="picas-server-")
             cwd = Path(self._scratch.name)
         argv = command(self.port, self.data_dir, cwd, self.home)
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        # Closed below, once the child holds its own copy; DEVNULL is no file.
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             # Its own session, so that Ctrl-C in a terminal reaches us, not it.
             self.process = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):  # a file, not DEVNULL
                 out.close()
         try:
             wait_until_up(self.url, timeout, self.process)
@@ -205,8 +206,7 @@ def start_supervised(data_dir: Path, port: int, timeout: float = 60.0) -> dict:
     if running:
         return {**running, "already_running": True}
     executable()  # fail early, with the install hint, if pouchdb-server is missing
-    log_file = open(data_dir / "supervisor.log", "ab")
-    with log_file:
+    with open(data_dir / "supervisor.log", "ab") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "picas.server", str(data_dir), str(port)],
                                 stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,

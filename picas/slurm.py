@@ -18,9 +18,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from . import config, designdocs, status
 from .config import Settings
@@ -116,7 +116,7 @@ def connection(settings: Settings, job: str) -> Connection:
     that file (``PICAS_CONFIG``). Otherwise (it came from ``PICAS_PASSWORD``
     or the URL) it goes into ``<config dir>/env/<job>.env``, mode 0600.
     """
-    exports = {"PICAS_URL": settings.url, "PICAS_DATABASE": settings.database}
+    exports = {"PICAS_URL": settings.url, "PICAS_DATABASE": settings.database_name}
     if settings.username:
         exports["PICAS_USERNAME"] = settings.username
     if not settings.password:

@@ -12,8 +12,9 @@ import logging
 import queue
 import shutil
 import threading
+from collections.abc import Iterable
 from os import path
-from typing import Any, Iterable
+from typing import Any
 
 from .executers import execute
 from .picaslogger import picaslogger
@@ -54,7 +55,7 @@ def _run_downloaders(files: Iterable[str], make: Any, count: int) -> None:
         thread.join()
     failed = sorted(name for thread in threads for name in thread.failed)
     if failed:
-        raise EnvironmentError(f"download failed of: {', '.join(failed)}")
+        raise OSError(f"download failed of: {', '.join(failed)}")
 
 
 class Downloader(threading.Thread):
@@ -88,7 +89,7 @@ class Downloader(threading.Thread):
             except ToolMissing as exc:
                 self.logger.error("download of %s failed: %s", name, exc)
                 break
-            except EnvironmentError:
+            except OSError:
                 continue
         else:
             self.logger.error("download of %s failed after %d tries", name, self.attempts)
@@ -136,13 +137,13 @@ class SRMClient:
         srm_url = self.srm_host + srm_file
         if check:
             if not path.isfile(local_file):
-                raise EnvironmentError(10, "File not found.", local_file)
+                raise OSError(10, "File not found.", local_file)
             if self.remote_exists(srm_file):
-                raise EnvironmentError(11, "File exists on srm.", srm_url)
+                raise OSError(11, "File exists on srm.", srm_url)
         returncode, _ = self._run("srmcp", "-2", "-server_mode=passive",
                                   "file:///" + local_file, srm_url)
         if returncode != 0:
-            raise EnvironmentError(f"upload failed of {local_file} to {srm_url}")
+            raise OSError(f"upload failed of {local_file} to {srm_url}")
         return srm_url
 
     def download(self, srm_file: str, local_dir: str = "./", check: bool = False) -> str:
@@ -150,13 +151,13 @@ class SRMClient:
         local_file = path.join(local_dir, path.basename(srm_file))
         srm_url = self.srm_host + srm_file
         if check and not self.remote_exists(srm_file):
-            raise EnvironmentError(10, "File not found.", srm_url)
+            raise OSError(10, "File not found.", srm_url)
         self.logger.info("Downloading: %s", local_file)
         returncode, _ = self._run("srmcp", "-2", "-server_mode=passive",
                                   srm_url, "file:///" + local_file)
         if returncode != 0:
             self.logger.error("Download failed of: %s", srm_file)
-            raise EnvironmentError(f"download failed of {srm_url}")
+            raise OSError(f"download failed of {srm_url}")
         return local_file
 
     def remove(self, srm_file: str) -> bool:
@@ -164,5 +165,5 @@ class SRMClient:
         returncode, _ = self._run("srmrm", self.srm_host + srm_file)
         if returncode != 0:
             self.logger.error("Removal failed of: %s", srm_file)
-            raise EnvironmentError(f"remove failed of {srm_file}")
+            raise OSError(f"remove failed of {srm_file}")
         return True

@@ -104,7 +104,7 @@ def exit_code_is_zero(value: Any) -> bool:
         return value == 0
     if isinstance(value, str):
         match = _LEADING_INT.match(value)
-        return bool(match) and int(match.group(0)) == 0
+        return match is not None and int(match.group(0)) == 0
     return False
 
 
@@ -152,10 +152,10 @@ class Holder:
 
     pilot_id: str
     hostname: str
-    job_id: tuple[str, str] | None = None
+    job_id: tuple[str, str | None] | None = None
 
     @classmethod
-    def here(cls, pilot_id: str | None = None) -> "Holder":
+    def here(cls, pilot_id: str | None = None) -> Holder:
         import socket
         import uuid
         return cls(pilot_id=pilot_id or uuid.uuid4().hex[:12],

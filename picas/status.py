@@ -108,10 +108,11 @@ def eta(todo: int, locked: int, sample: list[dict], per_minute: float,
     # A pilot runs one token at a time; the others it holds wait their turn.
     pilots = len({r["pilot"] or r["id"] for r in sample}) if complete else locked
     ages = [r["age_s"] or 0.0 for r in sample]
-    expected = [_number(r.get("expected_runtime")) for r in sample]
-    if None not in expected:
+    given = [_number(r.get("expected_runtime")) for r in sample]
+    expected = [e for e in given if e is not None]
+    if len(expected) == len(given):
         mean = sum(expected) / len(expected)
-        left = [max(e - age, 0.0) for e, age in zip(expected, ages)]
+        left = [max(e - age, 0.0) for e, age in zip(expected, ages, strict=True)]
         work = sum(left) / len(left) * locked + todo * mean
         return max(max(left), work / pilots), "expected_runtime"
     by_age = sum(ages) / len(ages) * remaining / pilots

@@ -26,9 +26,10 @@ import re
 import shlex
 import string
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import yaml
 
@@ -89,11 +90,19 @@ def _line(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
 
+_SPACE = re.compile(r"\s*")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    match = _SPACE.match(text, pos)
+    assert match is not None  # r"\s*" matches everywhere, if only the empty string
+    return match.end()
+
+
 def _read_json(text: str, name: str) -> list[Record]:
     """A JSON array, parsed element by element so each record knows its line."""
     decoder = json.JSONDecoder()
-    ws = re.compile(r"\s*")
-    pos = ws.match(text, 0).end()
+    pos = _skip_space(text, 0)
     if pos == len(text):
         raise errors.InvalidToken(f"{name}:1: the file is empty; expected a JSON array of tokens")
     if text[pos] != "[":
@@ -101,7 +110,7 @@ def _read_json(text: str, name: str) -> list[Record]:
             f"{name}:{_line(text, pos)}: expected a JSON array of tokens ([{{...}}, ...]); "
             "for one token per line use a .jsonl file")
     records = []
-    pos = ws.match(text, pos + 1).end()
+    pos = _skip_space(text, pos + 1)
     if pos < len(text) and text[pos] == "]":
         pos += 1
     else:
@@ -112,16 +121,16 @@ def _read_json(text: str, name: str) -> list[Record]:
                 raise errors.InvalidToken(f"{name}:{exc.lineno}: not valid JSON: {exc.msg}") \
                     from None
             records.append(Record(value, f"{name}:{_line(text, pos)}"))
-            pos = ws.match(text, end).end()
+            pos = _skip_space(text, end)
             if pos < len(text) and text[pos] == ",":
-                pos = ws.match(text, pos + 1).end()
+                pos = _skip_space(text, pos + 1)
                 continue
             if pos < len(text) and text[pos] == "]":
                 pos += 1
                 break
             raise errors.InvalidToken(
                 f"{name}:{_line(text, pos)}: not valid JSON: expected ',' or ']' after a token")
-    if ws.match(text, pos).end() != len(text):
+    if _skip_space(text, pos) != len(text):
         raise errors.InvalidToken(f"{name}:{_line(text, pos)}: not valid JSON: "
                                   "extra data after the array")
     return records
@@ -153,7 +162,7 @@ def _read_yaml(text: str, name: str) -> list[Record]:
     if not isinstance(data, list) or not isinstance(node, yaml.SequenceNode):
         raise errors.InvalidToken(f"{name}:1: expected a YAML list of tokens (- command: ...)")
     return [Record(value, f"{name}:{item.start_mark.line + 1}")
-            for value, item in zip(data, node.value)]
+            for value, item in zip(data, node.value, strict=True)]
 
 
 def _read_csv(text: str, name: str) -> list[Record]:
@@ -237,12 +246,13 @@ def grid(specs: Iterable[str]) -> list[Record]:
     if size > MAX_GRID:
         raise errors.InvalidToken(f"--grid makes {size:,} tokens, more than {MAX_GRID:,}: "
                                   "split the grid over several adds")
-    return [Record(dict(zip(names, combo)), f"--grid point {n} ({_describe(names, combo)})")
+    return [Record(dict(zip(names, combo, strict=True)),
+                   f"--grid point {n} ({_describe(names, combo)})")
             for n, combo in enumerate(itertools.product(*(v for _, v in axes)), 1)]
 
 
 def _describe(names: list[str], values: tuple) -> str:
-    return ", ".join(f"{k}={v}" for k, v in zip(names, values))
+    return ", ".join(f"{k}={v}" for k, v in zip(names, values, strict=True))
 
 
 def _matching_files(directory: Path, pattern: str) -> Iterator[Path]:
@@ -397,6 +407,28 @@ def shape(record: Record, how: Shape = Shape()) -> dict:
 
 
 def _shape(fields: Any, how: Shape) -> dict:
+    own, extra = _split(fields)
+    if own.get("type", "token") != "token":
+        raise ValueError(f"type must be \"token\", not {json.dumps(own['type'])}")
+    token: dict[str, Any] = {**copy.deepcopy(Task.BASE), "input": _input(own, extra)}
+    _set_options(token, own, how)
+    if "_id" in own:
+        if not isinstance(own["_id"], str) or not own["_id"] or own["_id"].startswith("_"):
+            raise ValueError("_id must be a non-empty string not starting with '_'")
+        token["_id"] = own["_id"]
+    if how.command is not None:
+        token["command"] = fill(how.command, token)
+    elif "command" in own:
+        token["command"] = _command(own["command"])
+    elif how.require_command:
+        raise ValueError("no command: give the token a 'command' field, or use "
+                         "--command TEMPLATE (for example --command 'run.sh {path}')")
+    token.setdefault("_id", token_id(token))
+    return token
+
+
+def _split(fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The token's own fields, and the rest (which go into its input)."""
     if not isinstance(fields, dict):
         kind = "a list" if isinstance(fields, list) else json.dumps(fields)
         raise ValueError(f"a token must be an object of fields, not {kind}")
@@ -408,18 +440,24 @@ def _shape(fields: Any, how: Shape) -> dict:
         if key in MANAGED_FIELDS or (key.startswith("_") and key != "_id"):
             raise ValueError(f"field '{key}' is managed by picas: remove it from the input")
         (own if key in TOKEN_FIELDS else extra)[key] = value
-    if own.get("type", "token") != "token":
-        raise ValueError(f"type must be \"token\", not {json.dumps(own['type'])}")
+    return own, extra
+
+
+def _input(own: dict[str, Any], extra: dict[str, Any]) -> Any:
     data = own.get("input", {})
-    if extra:
-        if not isinstance(data, dict):
-            raise ValueError("input is not an object, so the fields "
-                             f"{', '.join(sorted(extra))} cannot go into it")
-        clash = sorted(set(extra) & set(data))
-        if clash:
-            raise ValueError(f"'{clash[0]}' is given both in input and beside it")
-        data = {**data, **extra}
-    token: dict[str, Any] = {**copy.deepcopy(Task.BASE), "input": data}
+    if not extra:
+        return data
+    if not isinstance(data, dict):
+        raise ValueError("input is not an object, so the fields "
+                         f"{', '.join(sorted(extra))} cannot go into it")
+    clash = sorted(set(extra) & set(data))
+    if clash:
+        raise ValueError(f"'{clash[0]}' is given both in input and beside it")
+    return {**data, **extra}
+
+
+def _set_options(token: dict[str, Any], own: dict[str, Any], how: Shape) -> None:
+    """env, priority, max_attempts, expected_runtime and tags, checked."""
     if "env" in own:
         token["env"] = _env(own["env"])
     priority = how.priority if how.priority is not None else own.get("priority")
@@ -434,19 +472,6 @@ def _shape(fields: Any, how: Shape) -> dict:
     tags = _tags(own.get("tags", [])) + list(how.tags)
     if tags:
         token["tags"] = list(dict.fromkeys(tags))
-    if "_id" in own:
-        if not isinstance(own["_id"], str) or not own["_id"] or own["_id"].startswith("_"):
-            raise ValueError("_id must be a non-empty string not starting with '_'")
-        token["_id"] = own["_id"]
-    if how.command is not None:
-        token["command"] = fill(how.command, token)
-    elif "command" in own:
-        token["command"] = _command(own["command"])
-    elif how.require_command:
-        raise ValueError("no command: give the token a 'command' field, or use "
-                         "--command TEMPLATE (for example --command 'run.sh {path}')")
-    token.setdefault("_id", token_id(token))
-    return token
 
 
 def build(records: Iterable[Record], how: Shape = Shape()) -> list[dict]:
@@ -497,7 +522,7 @@ class AddReport:
     #: tokens given more than once in the same input (added once)
     duplicates: int = 0
 
-    def merge(self, other: "AddReport") -> None:
+    def merge(self, other: AddReport) -> None:
         self.added += other.added
         self.existing += other.existing
         self.failed.extend(other.failed)
@@ -537,21 +562,25 @@ def add(db: Database, tokens: Iterable[dict], batch: int = DEFAULT_BATCH,
         pool.enable_priorities(db)
     for start in range(0, len(items), batch):
         chunk = [dict(token) for token in items[start:start + batch]]
-        given_ids = []
-        for doc, result in zip(chunk, db.bulk_docs(chunk)):
-            if "error" not in result:
-                report.added += 1
-            elif result["error"] != "conflict":
-                report.failed.append((doc["_id"], result.get("reason") or result["error"]))
-            elif token_id(doc) == doc["_id"]:
-                report.existing += 1
-            else:
-                given_ids.append(doc)
-        if given_ids:
-            _compare_existing(db, given_ids, report)
+        _add_chunk(db, chunk, report)
         if progress is not None:
             progress(len(chunk))
     return report
+
+
+def _add_chunk(db: Database, chunk: list[dict], report: AddReport) -> None:
+    given_ids = []
+    for doc, result in zip(chunk, db.bulk_docs(chunk), strict=True):
+        if "error" not in result:
+            report.added += 1
+        elif result["error"] != "conflict":
+            report.failed.append((doc["_id"], result.get("reason") or result["error"]))
+        elif token_id(doc) == doc["_id"]:
+            report.existing += 1
+        else:
+            given_ids.append(doc)
+    if given_ids:
+        _compare_existing(db, given_ids, report)
 
 
 def _compare_existing(db: Database, docs: list[dict], report: AddReport) -> None:
@@ -563,6 +592,25 @@ def _compare_existing(db: Database, docs: list[dict], report: AddReport) -> None
             report.existing += 1
         else:
             report.failed.append((doc["_id"], "a different document with this _id exists"))
+
+
+def _settled_files(directory: Path, pattern: str, added: set[Path],
+                   last_seen: dict[Path, tuple[int, int]], first: bool,
+                   ) -> tuple[list[Path], dict[Path, tuple[int, int]]]:
+    """The new files whose size and mtime did not change since ``last_seen``
+    (all new files on the ``first`` look), and what was seen this time."""
+    ready, seen = [], {}
+    for path in _matching_files(directory, pattern):
+        if path in added:
+            continue
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        seen[path] = (info.st_size, info.st_mtime_ns)
+        if first or last_seen.get(path) == seen[path]:
+            ready.append(path)
+    return ready, seen
 
 
 def watch(db: Database, directory: Path | str, pattern: str, how: Shape = Shape(), *,
@@ -588,18 +636,7 @@ def watch(db: Database, directory: Path | str, pattern: str, how: Shape = Shape(
     first = True
     end = None if max_time is None else time.monotonic() + max_time
     while True:
-        ready, seen = [], {}
-        for path in _matching_files(directory, pattern):
-            if path in added:
-                continue
-            try:
-                info = path.stat()
-            except FileNotFoundError:
-                continue
-            seen[path] = (info.st_size, info.st_mtime_ns)
-            if first or last_seen.get(path) == seen[path]:
-                ready.append(path)
-        last_seen = seen
+        ready, last_seen = _settled_files(directory, pattern, added, last_seen, first)
         if ready:
             tokens = build([file_record(path) for path in ready], how)
             try:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
-from typing import Any, Iterable, Mapping
-from urllib.parse import quote, urlsplit, urlunsplit
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -35,8 +36,8 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     if parts.port:
         netloc += f":{parts.port}"
     clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    user = parts.username and requests.utils.unquote(parts.username)
-    password = parts.password and requests.utils.unquote(parts.password)
+    user = parts.username and unquote(parts.username)
+    password = parts.password and unquote(parts.password)
     return clean, user or None, password
 
 

@@ -33,7 +33,7 @@ class Timer:
         return elapsed
 
 
-def time_elapsed(timer: Timer, max: float = 30.0) -> bool:  # noqa: A002 - upstream name
+def time_elapsed(timer: Timer, max: float = 30.0) -> bool:
     """True once ``timer`` has run longer than ``max`` seconds (a stop function)."""
     return timer.elapsed() > max
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh machine: installs what the tests need,
-# starts what they need (the local server is started by the tests; a real
-# single-node Slurm by this script), and stops it again by PID.
+# runs ruff and mypy (any finding fails the run), starts what the tests need
+# (the local server is started by the tests; a real single-node Slurm by this
+# script), and stops it again by PID.
 # Under CI=true, missing parts fail the run instead of skipping tests.
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -12,6 +13,12 @@ if [ "${CI:-}" = "true" ] || [ "$(id -u)" = 0 ]; then
 else
   scripts/setup.sh
 fi
+
+# Lint and type checks first: a finding fails the run (settings in pyproject.toml).
+echo "==> ruff check"
+.venv/bin/ruff check .
+echo "==> mypy"
+.venv/bin/mypy
 
 stop_slurm=
 if command -v slurmctld >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -8,6 +8,7 @@ each test makes its own uniquely named database there and deletes it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -16,12 +17,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from support import missing
 
 from picas import designdocs, errors, server
 from picas.database import Database
 from picas.transport import Transport, split_credentials
-
-from support import missing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -117,10 +117,8 @@ def empty_db(couch: CouchServer) -> Database:
     db = Database(couch.transport(), unique_name())
     db.create()
     yield db
-    try:
+    with contextlib.suppress(errors.PicasError):
         db.destroy()
-    except errors.PicasError:
-        pass
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -124,7 +124,7 @@ class FaultProxy:
     # -- cluster answers --------------------------------------------------------
     def _as_cluster(self, method: str, path: str, headers: dict, body: bytes,
                     status: int, data: bytes) -> tuple[int, bytes]:
-        db_path, _, query = path.partition("?")
+        db_path, _, _query = path.partition("?")
         parts = [p for p in db_path.split("/") if p]
         if not parts or parts[0].startswith("_"):
             return status, data
@@ -136,17 +136,7 @@ class FaultProxy:
         if method == "POST" and parts[1:] == ["_bulk_docs"] and isinstance(answer, list):
             if sent.get("new_edits") is False:
                 return status, data
-            docs = {doc.get("_id"): doc for doc in sent.get("docs", []) if isinstance(doc, dict)}
-            out = []
-            for item in answer:
-                if item.get("error") == "conflict" and item.get("id") in docs:
-                    item = self._branch(parts[0], docs[item["id"]], headers) or item
-                elif "error" not in item and self.no_quorum:
-                    item = {**item, "accepted": True}
-                if item.get("accepted"):
-                    self._count("accepted")
-                out.append(item)
-            return (202 if any(i.get("accepted") for i in out) else status), json.dumps(out).encode()
+            return self._bulk_as_cluster(parts[0], sent, answer, headers, status)
         is_doc_write = method == "PUT" and len(parts) == 2 and not parts[1].startswith("_") \
             and isinstance(sent, dict)
         if is_doc_write and status == 409:
@@ -158,6 +148,21 @@ class FaultProxy:
             self._count("accepted")
             return 202, data
         return status, data
+
+    def _bulk_as_cluster(self, database: str, sent: dict, answer: list, headers: dict,
+                         status: int) -> tuple[int, bytes]:
+        docs = {doc.get("_id"): doc for doc in sent.get("docs", []) if isinstance(doc, dict)}
+        out = []
+        for item in answer:
+            if item.get("error") == "conflict" and item.get("id") in docs:
+                item = self._branch(database, docs[item["id"]], headers) or item
+            elif "error" not in item and self.no_quorum:
+                item = {**item, "accepted": True}
+            if item.get("accepted"):
+                self._count("accepted")
+            out.append(item)
+        status = 202 if any(i.get("accepted") for i in out) else status
+        return status, json.dumps(out).encode()
 
     def _count(self, what: str) -> None:
         with self._lock:

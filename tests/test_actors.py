@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import time
 
+from pilots import add, states, tokens
+
 from picas import state
 from picas.actors import RunActor
 from picas.executers import execute
 from picas.iterators import TaskViewIterator
 from picas.modifiers import BasicTokenModifier
 from picas.state import TokenState
-
-from pilots import add, states, tokens
 
 
 class ShellActor(RunActor):

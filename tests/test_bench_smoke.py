@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import IN_CI, missing
 
 from picas import errors, server
-from support import IN_CI, missing
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_PILOT_COUNT = ("tokens_per_s", "ratio_vs_upstream", "requests_per_token", "duplicates",

@@ -35,7 +35,8 @@ def _ids(db: Database, view: str) -> list[str]:
 def test_bulk_create_puts_every_token_in_todo(client, db):
     ids = _make_tokens(client, 200)
     assert _ids(db, "todo") == ids
-    counts = {r["key"]: r["value"] for r in db.view("Monitor", "overview_total", group=True)["rows"]}
+    rows = db.view("Monitor", "overview_total", group=True)["rows"]
+    counts = {r["key"]: r["value"] for r in rows}
     assert counts == {"todo": 200}
     again = [Task({"_id": i}) for i in ids[:3]]
     assert client.save_documents(again) == [False, False, False]
@@ -143,7 +144,7 @@ def test_current_documents_that_are_not_todo_are_skipped(client, db, monkeypatch
     for doc_id, fields in zip(sorted(stolen)[2:], (dict(done=T_DONE, exit_code=0),
                                                    dict(done=T_DONE, exit_code=3),
                                                    dict(lock=-1, done=0),
-                                                   dict(lock=-1, done=-1))):
+                                                   dict(lock=-1, done=-1)), strict=True):
         stolen[doc_id] = db.put({**db.get(doc_id), **fields})
     for row in answer["rows"]:
         row["doc"] = db.get(row["id"])

@@ -11,9 +11,8 @@ from click.testing import CliRunner, Result
 
 from picas.cli import cli
 
-UNSET = {name: None for name in ("PICAS_URL", "PICAS_DATABASE", "PICAS_USERNAME",
-                                 "PICAS_PASSWORD", "PICAS_PROFILE", "PICAS_MAX_ATTEMPTS",
-                                 "PICAS_LEASE")}
+UNSET = dict.fromkeys(("PICAS_URL", "PICAS_DATABASE", "PICAS_USERNAME", "PICAS_PASSWORD",
+                       "PICAS_PROFILE", "PICAS_MAX_ATTEMPTS", "PICAS_LEASE"))
 
 
 @pytest.fixture
@@ -144,11 +143,11 @@ def test_every_command_has_an_example_in_its_help():
         ctx = click.Context(group)
         for name in group.list_commands(ctx):
             command = group.get_command(ctx, name)
-            yield path + [name], command
+            yield [*path, name], command
             if isinstance(command, click.Group):
-                yield from walk(command, path + [name])
+                yield from walk(command, [*path, name])
 
-    for path, command in walk(cli, []):
+    for path, _command in walk(cli, []):
         if path[0] in ("pilot", "recover", "pilots", "autopilot"):
             continue  # not written here
         result = CliRunner().invoke(cli, [*path, "--help"])

@@ -8,14 +8,13 @@ import threading
 import pytest
 import requests
 from click.testing import CliRunner, Result
+from support import missing
 
 from picas import errors, server, state, status, tokens
 from picas.cli import cli
 from picas.server import free_port
 from picas.state import Holder, Outcome
 from picas.tokens import Record, Shape
-
-from support import missing
 
 
 @pytest.fixture

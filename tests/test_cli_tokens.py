@@ -6,16 +6,15 @@ import json
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import unique_name
 
 from picas import designdocs, errors, operations, state, tokens
 from picas.cli import cli
 from picas.database import Database
-from picas.transport import Transport
 from picas.server import free_port
 from picas.state import Holder, Outcome
 from picas.tokens import Record, Shape
-
-from conftest import unique_name
+from picas.transport import Transport
 
 
 @pytest.fixture

@@ -15,16 +15,14 @@ import time
 import uuid
 
 import pytest
+from faultproxy import FaultProxy
+from pilots import TOKEN_BASE, add, executions, finish, run_pilot, start_pilot, states, tokens
 
 from picas import claim, conflicts, lease, state, status
 from picas.database import Database
 from picas.results import Result, ResultWriter
 from picas.state import Holder, Outcome, TokenState
 from picas.transport import Transport
-
-from faultproxy import FaultProxy
-from pilots import (TOKEN_BASE, add, executions, finish, run_pilot, start_pilot, states,
-                    tokens)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import yaml
 from picas import config, crypto
 from picas.errors import ConfigError
 
+
 def write_yaml(path, data) -> None:
     path.write_text(yaml.safe_dump(data))
 

@@ -13,16 +13,15 @@ import couchdb.http
 import pytest
 import requests
 import requests_mock
+from conftest import ROOT
 
 from picas import designdocs, errors
 from picas.clients import CouchDB
+from picas.database import Database
 from picas.documents import Task
 from picas.iterators import TaskViewIterator
 from picas.server import free_port
-from picas.database import Database
 from picas.transport import Transport, mask_url, split_credentials
-
-from conftest import ROOT
 
 SECRET = "Pa55-w0rd-XYZ"
 FAKE = "http://couch.invalid:5984"

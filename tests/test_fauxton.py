@@ -22,12 +22,11 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
+from conftest import ARTIFACTS, unique_name
+from support import missing
 
 from picas.cli import cli
 from picas.database import Database
-
-from conftest import ARTIFACTS, unique_name
-from support import missing
 
 pytestmark = pytest.mark.chromium
 

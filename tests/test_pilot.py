@@ -7,12 +7,21 @@ import subprocess
 import time
 
 import pytest
+from pilots import (
+    add,
+    executions,
+    finish,
+    kill_group,
+    run_pilot,
+    start_pilot,
+    state_of,
+    states,
+    tokens,
+    wait_for,
+)
 
-from picas import state
+from picas import errors, state
 from picas.state import TokenState
-
-from pilots import (add, executions, finish, kill_group, run_pilot, start_pilot, state_of,
-                    states, tokens, wait_for)
 
 #: A minute's sleep that only this test session runs (GNU sleep adds up its
 #: arguments), so that cleaning up strays cannot hit another session's tasks.
@@ -112,7 +121,7 @@ def test_a_timeout_kills_the_whole_process_tree(db, pilot_env, tmp_path):
     add(db, tokens({"slow": f"sh -c '{LONG_SLEEP} & echo $! > {marker}; wait' ; echo never"}))
     run_pilot(pilot_env, "--max-token-time", "1", "--grace", "1", workdir=tmp_path / "w")
     token = db.get("slow")
-    assert [a["outcome"] for a in token["attempts"]][0] == "timed_out"
+    assert next(a["outcome"] for a in token["attempts"]) == "timed_out"
     assert token["attempts"][0]["exit_code"] < 0  # killed by a signal
     grandchild = int(marker.read_text())
     wait_for(lambda: not _alive(grandchild), timeout=10)
@@ -177,7 +186,7 @@ def test_a_late_finisher_does_not_overwrite_the_newer_attempt(db, pilot_env, tmp
     assert counted[:2] == [("lease_lost", False), ("succeeded", False)]
     assert counted[2][1] is True and slow_report["late"] == 1
     newest = token["attempts"][1]["logs"]
-    assert db.get_attachment("t", [n for n in newest if n.endswith("stdout")][0]) == b"from fast\n"
+    assert db.get_attachment("t", next(n for n in newest if n.endswith("stdout"))) == b"from fast\n"
 
 
 def test_cancel_reaches_a_running_token_at_its_next_heartbeat(db, pilot_env, tmp_path):
@@ -188,7 +197,7 @@ def test_cancel_reaches_a_running_token_at_its_next_heartbeat(db, pilot_env, tmp
         try:
             db.put(state.cancel(db.get("t")))
             break
-        except Exception:  # a heartbeat got in first: read again
+        except errors.Conflict:  # a heartbeat got in first: read again
             continue
     report = finish(proc, timeout=30)
     token = db.get("t")

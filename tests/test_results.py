@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+from pilots import add, tokens
 
 from picas import claim, results, server, state
 from picas.cli import cli
 from picas.database import Database
 from picas.state import Holder, Outcome, TokenState
 from picas.transport import Transport
-
-from pilots import add, tokens
 
 
 def _claimed(db: Database, token_id: str) -> dict:

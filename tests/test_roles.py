@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 from click.testing import CliRunner, Result
+from test_actors import ShellActor
 
 from picas import errors, state, tokens
 from picas.cli import cli
@@ -21,8 +22,6 @@ from picas.clients import CouchDB
 from picas.documents import Task
 from picas.state import TokenState
 from picas.tokens import Record, Shape
-
-from test_actors import ShellActor
 
 
 @pytest.fixture

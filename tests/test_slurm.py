@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PYTHON
+from support import missing
+
 from picas import config, tokens
 from picas.database import Database
 from picas.state import TokenState, classify
 from picas.tokens import Record, Shape
-from support import missing
 
 #: The todo view of a design document like upstream's MultiCore example.
 MULTICORE_TODO = """function (doc) {
@@ -196,7 +196,7 @@ def test_a_cancelled_pilot_hands_its_token_to_another(env, db, tmp_path, jobs):
     assert second["outcome"] == "succeeded" and second["job_id"] != pilot
     # Every token completed exactly once; only the victim started twice.
     assert sorted(lines(side)) == ids
-    assert sorted(lines(started)) == sorted(ids + [victim])
+    assert sorted(lines(started)) == sorted([*ids, victim])
     assert "stopped: signal" in (tmp_path / f"{answer['job_name']}-{pilot}.out").read_text()
 
 

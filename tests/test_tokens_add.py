@@ -80,7 +80,7 @@ def test_csv_row_with_wrong_width_names_its_line(tmp_path):
 
 
 def test_unknown_extension_and_non_utf8(tmp_path):
-    with pytest.raises(InvalidToken, match="unknown file type '.txt'"):
+    with pytest.raises(InvalidToken, match=r"unknown file type '\.txt'"):
         (tmp_path / "t.txt").write_text("x")
         tokens.read_file(tmp_path / "t.txt")
     path = tmp_path / "t.jsonl"
@@ -312,7 +312,8 @@ def test_watch_records_json_ready_reports(db, tmp_path):
 
 
 def test_adding_a_token_with_a_priority_switches_the_pool_to_priorities(db):
-    from picas import pool, tokens as token_lib
+    from picas import pool
+    from picas import tokens as token_lib
     plain = {**pilot_token("plain"), "priority": 0}
     token_lib.add(db, [plain])
     assert pool.uses_priorities(db) is False

@@ -15,8 +15,12 @@ from picas import errors, jobid, state, util
 from picas.clients import CouchDB
 from picas.database import Database
 from picas.documents import Document, Job, Task, User
-from picas.iterators import (EndlessViewIterator, PrioritizedViewIterator, TaskViewIterator,
-                             ViewIterator)
+from picas.iterators import (
+    EndlessViewIterator,
+    PrioritizedViewIterator,
+    TaskViewIterator,
+    ViewIterator,
+)
 from picas.modifiers import BasicTokenModifier, NestedTokenModifier, TokenModifier
 from picas.state import Holder, TokenState
 
@@ -118,7 +122,7 @@ def test_get_from_view_returns_the_current_documents(client):
     tasks = _save_tokens(client, 3)
     docs = client.get_from_view("todo")
     assert [d.id for d in docs] == ["t0", "t1", "t2"]
-    assert all(isinstance(d, Document) and d.rev == t.rev for d, t in zip(docs, tasks))
+    assert all(isinstance(d, Document) and d.rev == t.rev for d, t in zip(docs, tasks, strict=True))
     assert [d.id for d in client.get_from_view("todo", limit=1)] == ["t0"]
 
 
@@ -167,7 +171,8 @@ def test_a_default_task_shows_in_todo(client):
 
 def test_add_view_adds_a_queryable_view(client):
     _save_tokens(client, 4)
-    client.add_view("count_tokens", "function (doc) { if (doc.type == 'token') emit(doc.type, 1); }",
+    client.add_view("count_tokens",
+                    "function (doc) { if (doc.type == 'token') emit(doc.type, 1); }",
                     reduce_fun="_count")
     assert client.view("count_tokens").rows[0].value == 4
     assert len(client.view("count_tokens", reduce=False)) == 4
@@ -296,9 +301,9 @@ def test_document_is_dict_like():
     doc.id = "d2"
     assert doc["_id"] == "d2"
     with pytest.raises(AttributeError):
-        doc.rev
+        _ = doc.rev
     with pytest.raises(AttributeError):
-        Document().id
+        _ = Document().id
 
 
 def test_document_has_every_dict_method():
@@ -320,7 +325,7 @@ def test_document_has_every_dict_method():
     assert token.popitem() == ("b", 2)  # the last key, as a dict pops it
     assert (token | {"c": 3})["c"] == 3 and ({"c": 3} | token)["_id"] == "t"
     token |= {"d": 4}
-    assert token["d"] == 4 and list(reversed(token))[0] == "d"
+    assert token["d"] == 4 and next(reversed(token)) == "d"
     token.clear()
     assert len(token) == 0 and token.value == {}
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from support import skip_unless_users_read_their_record
 
 from picas import config, crypto, errors
 from picas.picas_config import PicasConfig, PicasConfigSchemaError
-
-from support import skip_unless_users_read_their_record
 
 BIN = Path(sys.executable).parent
 
@@ -38,7 +37,8 @@ def home(tmp_path, monkeypatch) -> Path:
     return home
 
 
-def command(home: Path, *args: str, input: str | None = None, **env: str) -> subprocess.CompletedProcess:
+def command(home: Path, *args: str, input: str | None = None,
+            **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PICAS_")}
     environ.update(HOME=str(home), **env)
     return subprocess.run([str(BIN / args[0]), *args[1:]], input=input, env=environ,
@@ -165,7 +165,8 @@ def test_picas_config_reads_a_picas_init_profile_in_upstreams_shape(home, monkey
 
 
 @pytest.mark.parametrize("values, problem", [
-    ({"host_url": "http://h:1", "database": "d", "username": "u"}, "'encrypted_password' is missing"),
+    ({"host_url": "http://h:1", "database": "d", "username": "u"},
+     "'encrypted_password' is missing"),
     ({"host_url": "http://h:1", "database": "d", "username": 7, "encrypted_password": "x"},
      "'username' must be text"),
     ({"host_url": "http://h:1", "database": "d", "username": "u", "encrypted_password": "x",
@@ -227,7 +228,7 @@ def test_passwd_says_when_the_server_keeps_users_from_their_own_record():
     with requests_mock.Mocker() as mock:
         mock.get("http://couch.example.org:5984/_users/org.couchdb.user%3Ame", status_code=403,
                  json={"error": "forbidden", "reason": "You are not allowed to access this db."})
-        with pytest.raises(ValueError, match="does not let 'me' read their own record in "
-                                             "_users.*ask a server admin"):
+        with pytest.raises(ValueError, match=r"does not let 'me' read their own record in "
+                                             r"_users.*ask a server admin"):
             PicasConfig(load=False).change_couchdb_password(
                 "http://couch.example.org:5984", "me", b"old", "new")

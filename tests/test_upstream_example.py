@@ -5,10 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pilots import states
+
 from picas import state
 from picas.state import TokenState
-
-from pilots import states
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from picas.database import Database
-
 from pilots import states
 from support import skip_unless_users_read_their_record
+
+from picas.database import Database
 
 SCRIPTS = Path(__file__).resolve().parent / "upstream_scripts"
 BIN = Path(sys.executable).parent

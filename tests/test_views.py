@@ -14,14 +14,13 @@ import subprocess
 from collections import Counter
 
 import pytest
+from support import missing
 
 from picas import designdocs, state
 from picas.clients import CouchDB
 from picas.database import Database
 from picas.documents import Task
 from picas.state import TokenState
-
-from support import missing
 
 T = 1_700_000_000
 MISSING = object()
@@ -188,7 +187,8 @@ def test_views_agree_with_classify_on_every_combination(db):
     codes = [0, "0", " 0", 1, "1", -9, "", None, True, MISSING]
     combinations = [(lock, done, 0) for lock, done in itertools.product(locks, dones)]
     finished = [(T, T + 5), (99, 99), ("99", 99), (1.5, "7")]
-    combinations += [(lock, done, code) for (lock, done), code in itertools.product(finished, codes)]
+    combinations += [(lock, done, code)
+                     for (lock, done), code in itertools.product(finished, codes)]
     docs = []
     for n, (lock, done, code) in enumerate(combinations):
         fields = {k: v for k, v in (("lock", lock), ("done", done), ("exit_code", code))

@@ -15,11 +15,11 @@ import os
 import sys
 import time
 
+from example_actor import ExampleActor
+
 import picas
 from picas.clients import CouchDB
 from picas.modifiers import BasicTokenModifier
-
-from example_actor import ExampleActor
 
 
 def main() -> int:

@@ -26,14 +26,13 @@ import time
 
 import couchdb.http
 from couchdb.http import ResourceConflict
+from example_actor import ExampleActor
 
 import picas
 from picas.clients import CouchDB
 from picas.documents import Task
 from picas.iterators import TaskViewIterator
 from picas.modifiers import BasicTokenModifier
-
-from example_actor import ExampleActor
 
 # upstream's actors module calls logging.basicConfig(level=INFO) on import and
 # its own logger has a handler: keep only errors, so the benchmark stays readable.
@@ -83,7 +82,7 @@ def main() -> int:
     failure = ""
     try:
         actor.run()
-    except EnvironmentError as exc:  # upstream gives up after 10 conflicts in a row
+    except OSError as exc:  # upstream gives up after 10 conflicts in a row
         failure = str(exc)
     print(json.dumps({"implementation": "upstream", "version": importlib.metadata.version("picas"),
                       "processed": actor.tasks_processed, "requests": COUNTS["requests"],

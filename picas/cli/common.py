@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 
@@ -59,7 +60,7 @@ class _ClickHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
-        except Exception:  # logging must never break the command
+        except Exception:  # noqa: BLE001 -- logging must never break the command
             self.handleError(record)
 
 
@@ -94,7 +95,7 @@ def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     sign = "-" if seconds < 0 else ""
-    seconds = abs(int(round(seconds)))
+    seconds = abs(round(seconds))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
@@ -107,12 +108,12 @@ def duration(seconds: float | None) -> str:
     return f"{sign}{secs}s"
 
 
-def table(headers: Sequence[str], rows: list[Sequence[Any]]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned columns, two spaces apart."""
     cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row]
                                            for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                      for row in cells)
 
 

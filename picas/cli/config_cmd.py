@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -62,11 +63,11 @@ def init(app: App, password_stdin: bool, max_attempts: int | None, lease: float 
                              {k: v for k, v in flags.items() if v is not None},
                              require_profile=False)
     password = _password(current, password_stdin)
-    fields = {"url": current.url, "database": current.database,
-              "username": current.username, "password": password}
+    fields: dict[str, Any] = {"url": current.url, "database": current.database,
+                              "username": current.username, "password": password}
     fields.update({k: v for k, v in (("max_attempts", max_attempts), ("lease", lease),
                                      ("verify", verify)) if v is not None})
-    path = current.config_path
+    path = current.config_path or config.default_path()
     backup = config.write(path, fields, current.profile)
     if backup is not None:
         click.echo(f"kept upstream PiCaS's config as {backup}")

@@ -1,6 +1,7 @@
 """``picas pilot`` and ``picas recover``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict
@@ -22,7 +23,7 @@ class BatchSize(click.ParamType):
         if value is None or value == "auto":
             return None
         try:
-            size = int(value)  # type: ignore[arg-type]
+            size = int(value if isinstance(value, int) else str(value))
         except (TypeError, ValueError):
             size = 0
         if size < 1:
@@ -32,7 +33,8 @@ class BatchSize(click.ParamType):
 
 
 @click.command("pilot")
-@click.option("--max-tasks", type=click.IntRange(min=1), help="Stop after starting this many tokens.")
+@click.option("--max-tasks", type=click.IntRange(min=1),
+              help="Stop after starting this many tokens.")
 @click.option("--max-time", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Stop claiming after this long.")
 @click.option("--max-token-time", type=click.FloatRange(min=0), metavar="SECONDS",
@@ -57,7 +59,8 @@ class BatchSize(click.ParamType):
 @click.option("--end-time", type=float, metavar="EPOCH",
               help="When the allocation ends; read from Slurm when running in a Slurm job.")
 @click.option("--margin", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              metavar="SECONDS", help="Stop claiming when less than this is left before the end time.")
+              metavar="SECONDS",
+              help="Stop claiming when less than this is left before the end time.")
 @click.option("--max-attempts", type=click.IntRange(min=1),
               help="Attempts for tokens that set no max_attempts [default: config, 3].")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
@@ -102,15 +105,17 @@ def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
         lease=lease or settings.lease, batch=batch, endless=endless, view=view,
         design_doc=design_doc, tag=tag, end_time=end_time, margin=margin,
         default_max_attempts=max_attempts or settings.max_attempts,
-        log_cap=log_cap, grace=grace, spool=spool,
-        **({"workdir": workdir} if workdir else {}))
+        log_cap=log_cap, grace=grace, spool=spool)
+    if workdir:
+        options = dataclasses.replace(options, workdir=workdir)
     started = time.monotonic()
     report = pilot.Pilot(db, options).run()
     elapsed = time.monotonic() - started
     if as_json:
         click.echo(json.dumps({**asdict(report), "seconds": round(elapsed, 3)}, sort_keys=True))
         return
-    outcomes = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(report.outcomes.items()))
+    outcomes = ", ".join(f"{n} {name.replace('_', ' ')}"
+                         for name, n in sorted(report.outcomes.items()))
     click.echo(f"pilot {report.pilot_id}: ran {plural(report.started, 'token')}"
                f"{f' ({outcomes})' if outcomes else ''} in {elapsed:.1f} s; "
                f"stopped: {report.stopped_because}")

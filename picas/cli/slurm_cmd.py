@@ -5,8 +5,9 @@ import functools
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -106,7 +107,7 @@ def submit(app: App, count: int, time_limit: str | None, partition: str | None,
       picas pilots submit -n 10 --partition short --mem 4G -- --output=logs/%x-%A_%a.out
       picas pilots submit --dry-run
     """
-    name = job_name or slurm.job_name("picas", app.settings().database)
+    name = job_name or slurm.job_name("picas", app.settings().database_name)
     job = _pilot_job(app, name, count, time_limit, partition, cpus_per_task, mem, margin,
                      max_token_time, lease)
     if dry_run:
@@ -180,7 +181,7 @@ def autopilot(app: App, once: bool, interval: float, max_pilots: int, tokens_per
     """
     if tags and design_docs:
         raise click.UsageError("give --tag or --design-doc, not both")
-    base = job_name or slurm.job_name("picas", app.settings().database)
+    base = job_name or slurm.job_name("picas", app.settings().database_name)
     kinds = ([_Kind(slurm.job_name(base, tag), tag=tag) for tag in tags]
              + [_Kind(slurm.job_name(base, design), design_doc=design) for design in design_docs]
              or [_Kind(base)])

@@ -17,7 +17,7 @@ BAR_WIDTH = 40
 def progress_bar(finished: int, total: int, width: int = BAR_WIDTH) -> str:
     """``[#######.....]  62.0%  620/1000 finished``"""
     fraction = finished / total if total else 0.0
-    filled = int(round(fraction * width))
+    filled = round(fraction * width)
     return (f"[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}%  "
             f"{finished}/{total} finished")
 
@@ -30,7 +30,8 @@ def render(summary: dict, with_bar: bool = False) -> str:
     lines.append(f"  {'total':<10} {summary['total']:>8}")
     if summary.get("conflicts") or summary.get("in_doubt"):
         lines.append(f"needs `picas recover`: {summary['conflicts']} with conflicting branches, "
-                     f"{summary['in_doubt']} locked in doubt (left by writes a cluster could not confirm)")
+                     f"{summary['in_doubt']} locked in doubt "
+                     "(left by writes a cluster could not confirm)")
     if with_bar:
         lines.append(progress_bar(summary["done"] + summary["error"], summary["total"]))
     lines.append(f"rate {summary['rate']:.1f} tokens/min, ETA {_eta(summary)}")
@@ -110,20 +111,25 @@ def status_command(app: App, as_json: bool, watch: bool, interval: float, until_
                     raise
                 click.echo(f"warning: {exc}; retrying", err=True)
             else:
-                if as_json:
-                    click.echo(json.dumps(summary, sort_keys=True))
-                else:
-                    if tty:
-                        click.clear()
-                    elif not first:
-                        click.echo()
-                    click.echo(render(summary, with_bar=True))
+                _show_update(summary, as_json, tty, first)
                 if until_done and summary["todo"] + summary["locked"] == 0:
                     return
             first = False
             time.sleep(interval)
     except KeyboardInterrupt:
         click.echo("", err=True)
+
+
+def _show_update(summary: dict, as_json: bool, tty: bool, first: bool) -> None:
+    """One update of ``status --watch``: a JSON line, or the screen redrawn."""
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    if tty:
+        click.clear()
+    elif not first:
+        click.echo()
+    click.echo(render(summary, with_bar=True))
 
 
 COMMANDS = [status_command]

@@ -5,8 +5,9 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 
@@ -121,31 +122,15 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
       picas tokens add --from-dir data/ --glob '*.fits' --command 'reduce {path}'
       picas tokens add --from-dir incoming/ --watch --command 'process {path}'
     """
-    if not (files or grids or from_dir):
-        raise click.UsageError("nothing to add: give FILE..., --grid or --from-dir")
-    if grids and (files or from_dir):
-        raise click.UsageError("--grid makes tokens on its own: do not combine it with "
-                               "FILE or --from-dir")
-    if (watch or pattern) and not from_dir:
-        raise click.UsageError("--watch and --glob need --from-dir")
-    if watch and dry_run:
-        raise click.UsageError("--watch cannot be a --dry-run")
-    if no_command and template:
-        raise click.UsageError("--no-command and --command contradict each other")
+    _check_add_options(files, grids, from_dir, pattern, watch, dry_run, no_command, template)
     how = tokens.Shape(command=template, priority=priority, max_attempts=max_attempts,
                        tags=tuple(tag_names), require_command=not no_command)
     if watch:
+        assert from_dir is not None  # checked above: --watch needs --from-dir
         _watch(app, files, from_dir, pattern or "*", how, interval, max_time, batch, as_json)
         return
-    records: list[tokens.Record] = []
-    for path in files:
-        records.extend(tokens.read_file(path))
-    if grids:
-        records = tokens.grid(grids)
-    if from_dir:
-        records.extend(tokens.scan_dir(from_dir, pattern or "*"))
     try:
-        new = tokens.build(records, how)
+        new = tokens.build(_read_records(files, grids, from_dir, pattern), how)
     except errors.InvalidToken as exc:
         raise errors.InvalidToken(f"{exc}\nnothing was added") from None
     if dry_run:
@@ -161,6 +146,35 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
     else:
         click.echo(_add_summary(report, db))
     _fail_if_failed(report, db)
+
+
+def _check_add_options(files: tuple[Path, ...], grids: tuple[str, ...],
+                       from_dir: Path | None, pattern: str | None, watch: bool,
+                       dry_run: bool, no_command: bool, template: str | None) -> None:
+    """Usage errors for options that do not go together."""
+    if not (files or grids or from_dir):
+        raise click.UsageError("nothing to add: give FILE..., --grid or --from-dir")
+    if grids and (files or from_dir):
+        raise click.UsageError("--grid makes tokens on its own: do not combine it with "
+                               "FILE or --from-dir")
+    if (watch or pattern) and not from_dir:
+        raise click.UsageError("--watch and --glob need --from-dir")
+    if watch and dry_run:
+        raise click.UsageError("--watch cannot be a --dry-run")
+    if no_command and template:
+        raise click.UsageError("--no-command and --command contradict each other")
+
+
+def _read_records(files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Path | None,
+                  pattern: str | None) -> list[tokens.Record]:
+    if grids:
+        return tokens.grid(grids)
+    records: list[tokens.Record] = []
+    for path in files:
+        records.extend(tokens.read_file(path))
+    if from_dir:
+        records.extend(tokens.scan_dir(from_dir, pattern or "*"))
+    return records
 
 
 def _add_with_progress(db: Database, new: list[dict], batch: int) -> tokens.AddReport:
@@ -308,7 +322,8 @@ def _show(doc: dict) -> str:
     attachments = doc.get("_attachments", {})
     if attachments:
         lines.append("attachments  " + ", ".join(
-            f"{name} ({info.get('length', '?')} bytes)" for name, info in sorted(attachments.items())))
+            f"{name} ({info.get('length', '?')} bytes)"
+            for name, info in sorted(attachments.items())))
     return "\n".join(lines)
 
 
