@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import executers, lease, shutdown, state
+from . import errors, executers, lease, shutdown, state
 from .documents import Task
-from .errors import Conflict, PicasError
+from .errors import PicasError
 from .iterators import EndlessViewIterator, TaskViewIterator, ViewIterator
 from .state import Outcome, TokenState
+from .update import update
 from .util import Timer, time_elapsed
 
 log = logging.getLogger(__name__)
@@ -123,26 +124,23 @@ class AbstractRunActor:
             task["done"] = max(int(time.time()), 1)
             code = task.get("exit_code")
             task["exit_code"] = code if code not in ("", 0, None) else 124
-        for _ in range(10):
-            doc = dict(task.value)
-            doc["_rev"] = latest["_rev"]
-            doc.pop("lease", None)
-            ours = state.lease_id(latest) == attempt["lease"] and \
-                state.classify(latest) is TokenState.LOCKED
-            if not ours:
-                doc = state.add_late_attempt(latest, attempt)
+
+        def record(current: dict | None) -> dict:
+            if current is None:
+                raise errors.DocumentNotFound(
+                    f"token {task.id} was deleted; its result could not be written")
+            if not state.held_under(current, attempt["lease"]):
                 log.warning("token %s was taken over; result kept as a late attempt", task.id)
-            else:
-                doc.setdefault("attempts", list(latest.get("attempts", [])))
-                doc["attempts"] = [*doc["attempts"], attempt]
-            try:
-                self.db.save(doc)
-                task.value.clear()
-                task.value.update(doc)
-                return
-            except Conflict:
-                latest = self.db.get(task.id).value
-        raise Conflict(f"token {task.id} kept changing; its result could not be written")
+                return state.add_late_attempt(current, attempt)
+            doc = {**task.value, "_rev": current["_rev"]}
+            doc.pop("lease", None)
+            doc["attempts"] = [*doc.get("attempts", current.get("attempts", [])), attempt]
+            return doc
+
+        doc = update(self.db.database, task.id, record, first=latest)
+        assert doc is not None  # record always writes
+        task.value.clear()
+        task.value.update(doc)
 
     def run(self, max_token_time: float | None = None) -> None:
         """Process tasks until the iterator runs dry or a signal arrives."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import errors
 from .database import Database
+from .update import update
 
 MONITOR = "Monitor"
 PILOT = "Pilot"
@@ -70,43 +71,57 @@ def push_views(db: Database, design: str, views: dict[str, dict],
     Views already in the design document but not in ``views`` are kept
     (users add their own), unless ``keep_others`` is False.
     """
-    report = PushReport()
     doc_id = f"_design/{design}"
+    report = PushReport()
     missing = 0
-    for _ in range(TRIES):
-        try:
-            current = db.get(doc_id)
-        except errors.DatabaseNotFound:
-            raise
-        except errors.NotFound:
+
+    def merge(current: dict | None) -> dict | None:
+        nonlocal report, missing
+        if current is None:
             current = {"_id": doc_id, "language": "javascript", "views": {}}
             missing += 1
         existing = current.setdefault("views", {})
-        report = PushReport()
-        for name, view in sorted(views.items()):
-            if name not in existing:
-                report.added.append(name)
-            elif existing[name] != view:
-                report.changed.append(name)
-            else:
-                report.unchanged.append(name)
+        report = _compare(existing, views)
         if not report.wrote and (keep_others or set(existing) == set(views)):
-            return report
+            return None
         new_views = {**existing, **views} if keep_others else dict(views)
-        try:
-            db.put({**current, "language": "javascript", "views": new_views})
-            return report
-        except errors.Conflict:
-            continue
-    if missing == TRIES:
-        # Not a race: no one can keep creating a document that is never there.
+        return {**current, "language": "javascript", "views": new_views}
+
+    try:
+        update(db, doc_id, merge, tries=TRIES, read=_read_design)
+    except errors.Conflict:
+        if missing == TRIES:
+            # Not a race: no one can keep creating a document that is never there.
+            raise errors.Conflict(
+                f"{db.transport.url}/{db.name} says {doc_id} does not exist, yet refuses to "
+                "create it: does the URL lead to the server itself (not to a database or a "
+                "proxy that rewrites paths)?") from None
         raise errors.Conflict(
-            f"{db.transport.url}/{db.name} says {doc_id} does not exist, yet refuses to "
-            "create it: does the URL lead to the server itself (not to a database or a "
-            "proxy that rewrites paths)?")
-    raise errors.Conflict(f"{doc_id} was changed by someone else {TRIES} times while pushing "
-                          "views (another `picas views push` or `picas db create` at the same "
-                          "time?): try again when it has finished")
+            f"{doc_id} was changed by someone else {TRIES} times while pushing views "
+            "(another `picas views push` or `picas db create` at the same time?): "
+            "try again when it has finished") from None
+    return report
+
+
+def _read_design(db: Database, doc_id: str) -> dict | None:
+    try:
+        return db.get(doc_id)
+    except errors.DatabaseNotFound:
+        raise
+    except errors.NotFound:  # also a proxy's 404 that names no document
+        return None
+
+
+def _compare(existing: dict[str, dict], views: dict[str, dict]) -> PushReport:
+    report = PushReport()
+    for name, view in sorted(views.items()):
+        if name not in existing:
+            report.added.append(name)
+        elif existing[name] != view:
+            report.changed.append(name)
+        else:
+            report.unchanged.append(name)
+    return report
 
 
 def push(db: Database, designs: Iterable[str] | None = None) -> dict[str, PushReport]:

@@ -17,7 +17,6 @@ from collections.abc import Iterable
 
 from . import conflicts, designdocs, errors, state
 from .database import Database, confirmed
-from .state import TokenState
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +135,7 @@ class LeaseKeeper:
             current = conflicts.resolve(self.db, leaves)
             if current is None:
                 return  # cannot be decided yet: renew on our branch, look again next beat
-        ours = (current is not None and state.classify(current) is TokenState.LOCKED
-                and state.lease_id(current) == state.lease_id(mine))
-        if current is None or not ours:
+        if current is None or not state.held_under(current, state.lease_id(mine)):
             log.warning("lease on %s was taken over", token_id)
             self.lost.add(token_id)
             self._lost[token_id] = self._held.pop(token_id, mine)

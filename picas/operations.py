@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from . import designdocs, errors, state
 from .database import Database
 from .state import TokenState
+from .update import update_many
 
 log = logging.getLogger(__name__)
 
@@ -98,44 +99,30 @@ def apply(db: Database, ids: list[str], transition: Transition, *,
           progress: Callable[[int], None] | None = None) -> Report:
     """Apply ``transition`` to the tokens ``ids``, in bulk; count what happened."""
     report = Report()
+
+    def change(doc: dict | None) -> dict | None:
+        try:
+            if doc is not None:  # else deleted since it was selected
+                return transition(doc)
+        except errors.InvalidToken:
+            pass  # not in a state this transition applies to
+        report.skipped += 1
+        return None
+
     for start in range(0, len(ids), batch):
         chunk = ids[start:start + batch]
-        pending = chunk
-        for _ in range(retries + 1):
-            pending = _apply_once(db, pending, transition, report)
-            if not pending:
-                break
+        answered, pending = update_many(db, chunk, change, tries=retries + 1)
+        for doc, result in answered:
+            if "error" in result:
+                report.failed.append((doc["_id"], result.get("reason") or result["error"]))
+                continue
+            report.changed += 1
+            new_state = "deleted" if doc.get("_deleted") else state.classify(doc)
+            report.states[getattr(new_state, "value", new_state)] += 1
         report.conflicts += len(pending)
         if pending:
             log.warning("%d tokens kept changing and were left alone: try again", len(pending))
         if progress is not None:
             progress(len(chunk))
     return report
-
-
-def _apply_once(db: Database, ids: list[str], transition: Transition,
-                report: Report) -> list[str]:
-    """One read-change-write round; returns the ids that hit a conflict."""
-    rows = db.all_docs(keys=ids, include_docs=True)["rows"]
-    changed = []
-    for row in rows:
-        doc = row.get("doc")
-        if doc is None:
-            report.skipped += 1  # deleted since it was selected
-            continue
-        try:
-            changed.append(transition(doc))
-        except errors.InvalidToken:
-            report.skipped += 1
-    conflicts = []
-    for doc, result in zip(changed, db.bulk_docs(changed), strict=True):
-        if "error" not in result:
-            report.changed += 1
-            new_state = "deleted" if doc.get("_deleted") else state.classify(doc)
-            report.states[getattr(new_state, "value", new_state)] += 1
-        elif result["error"] == "conflict":
-            conflicts.append(doc["_id"])
-        else:
-            report.failed.append((doc["_id"], result.get("reason") or result["error"]))
-    return conflicts
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import errors
 from .database import Database
+from .update import update
 
 POOL_ID = "picas.pool"
 
@@ -22,17 +23,9 @@ def uses_priorities(db: Database) -> bool:
 
 def enable_priorities(db: Database) -> bool:
     """Mark the pool as using priorities; False if it already was."""
-    for _ in range(5):
-        try:
-            doc = db.get(POOL_ID)
-        except errors.DocumentNotFound:
-            doc = {"_id": POOL_ID, "type": "pool"}
-        if doc.get("priorities"):
-            return False
-        doc["priorities"] = True
-        try:
-            db.put(doc)
-            return True
-        except errors.Conflict:
-            continue
-    raise errors.Conflict(f"{POOL_ID} kept changing: try again")
+
+    def mark(doc: dict | None) -> dict | None:
+        doc = doc or {"_id": POOL_ID, "type": "pool"}
+        return None if doc.get("priorities") else {**doc, "priorities": True}
+
+    return update(db, POOL_ID, mark) is not None

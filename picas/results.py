@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import conflicts, errors, state
 from .database import Database, confirmed
-from .state import TokenState
+from .update import TRIES, update
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,7 @@ def apply(current: dict, result: Result,
     """
     if already_recorded(current, result):
         return None
-    ours = (state.classify(current) is TokenState.LOCKED
-            and state.lease_id(current) == result.lease_id)
-    if ours:
+    if state.held_under(current, result.lease_id):
         doc = state.finish({**current, **result.fields}, result.attempt,
                            default_max_attempts, fatal=result.fatal)
     else:
@@ -147,7 +145,7 @@ class ResultWriter:
             else:
                 self._write_one(result)
 
-    def _write_one(self, result: Result, tries: int = 10) -> None:
+    def _write_one(self, result: Result, tries: int = TRIES) -> None:
         """Re-read and re-apply until the write is confirmed.
 
         Reads every branch: on a cluster, a write that was not confirmed
@@ -155,39 +153,53 @@ class ResultWriter:
         its own lease where there is one (a finished attempt outranks any
         other branch), and the other branches are resolved.
         """
-        for _ in range(tries):
-            leaves = conflicts.live_leaves(self.db, result.token_id)
-            if not leaves:
-                log.warning("token %s is gone; its result was not recorded", result.token_id)
-                return
-            recorded = next((doc for doc in leaves if already_recorded(doc, result)), None)
-            if recorded is not None:
-                self.written += 1  # an earlier write went through after all
-                if len(leaves) > 1:
-                    conflicts.resolve(self.db, leaves)
-                return
-            current = next((doc for doc in leaves if state.lease_id(doc) == result.lease_id
-                            and state.classify(doc) is TokenState.LOCKED), None)
-            if current is None:
-                current = leaves[0] if len(leaves) == 1 else conflicts.resolve(self.db, leaves)
-            if current is None:
-                time.sleep(0.5)  # branches that cannot be decided yet: look again
-                continue
-            doc = apply(current, result, self.default_max_attempts)
-            assert doc is not None  # leaves holding the result returned above
-            try:
-                self.db.put(doc)
-            except (errors.Conflict, errors.WriteInDoubt):
-                continue
-            self._count(current, result)
-            if len(leaves) > 1:
-                conflicts.current(self.db, result.token_id)
+        branches = 0
+        base: dict | None = None
+
+        def read(db: Database, token_id: str) -> dict | None:
+            nonlocal branches
+            leaves = conflicts.live_leaves(db, token_id)
+            branches = len(leaves)
+            return self._branch_for(result, leaves)
+
+        def change(current: dict | None) -> dict | None:
+            nonlocal base
+            base = current
+            return None if current is None else apply(current, result,
+                                                      self.default_max_attempts)
+
+        if update(self.db, result.token_id, change, tries=tries, read=read,
+                  in_doubt_too=True) is None:
             return
-        raise errors.Conflict(f"token {result.token_id} kept changing; result not written")
+        assert base is not None  # change wrote on top of it
+        self._count(base, result)
+        if branches > 1:
+            conflicts.current(self.db, result.token_id)
+
+    def _branch_for(self, result: Result, leaves: list[dict]) -> dict | None:
+        """The leaf to write ``result`` on top of; None when there is nothing
+        to write (the token is gone, or has the result already). Raises
+        :class:`errors.Conflict` while its branches cannot be decided."""
+        if not leaves:
+            log.warning("token %s is gone; its result was not recorded", result.token_id)
+            return None
+        if any(already_recorded(doc, result) for doc in leaves):
+            self.written += 1  # an earlier write went through after all
+            if len(leaves) > 1:
+                conflicts.resolve(self.db, leaves)
+            return None
+        current = next((doc for doc in leaves if state.held_under(doc, result.lease_id)), None)
+        if current is None:
+            current = leaves[0] if len(leaves) == 1 else conflicts.resolve(self.db, leaves)
+        if current is None:
+            time.sleep(0.5)  # let the writes in flight settle before looking again
+            raise errors.Conflict(f"the branches of token {result.token_id} cannot be "
+                                  "decided yet")
+        return current
 
     def _count(self, current: dict, result: Result) -> None:
         self.written += 1
-        if state.lease_id(current) != result.lease_id:
+        if not state.held_under(current, result.lease_id):
             self.late += 1
             log.warning("token %s was taken over; result recorded as a late attempt",
                         result.token_id)

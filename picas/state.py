@@ -225,6 +225,12 @@ def lease_id(doc: dict) -> str | None:
     return lease.get("id")
 
 
+def held_under(doc: dict, lease: str | None) -> bool:
+    """Whether ``doc`` is still locked under the lease ``lease``: the one
+    test of "is this token still ours" for renewals and results."""
+    return classify(doc) is TokenState.LOCKED and lease_id(doc) == lease
+
+
 def renew(doc: dict, lease_seconds: float, now: float | None = None) -> dict:
     """A copy of a locked token with its lease extended from now."""
     require(doc, TokenState.LOCKED)
