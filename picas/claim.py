@@ -32,6 +32,7 @@ from typing import Protocol
 from . import conflicts, designdocs, errors, state
 from .database import Database, confirmed
 from .state import Holder, TokenState
+from .token import Token
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ CONTESTED_FOR = 60.0
 class Window:
     """Candidate documents read in one request."""
 
-    docs: list[dict]
+    docs: list[Token]
     #: no more candidates beyond this window
     exhausted: bool
     #: claimable tokens in the whole source, when the source knows
@@ -63,7 +64,7 @@ class Window:
 class Source(Protocol):
     def fetch(self, db: Database, window: int) -> Window: ...
 
-    def attempted(self, docs: list[dict], lost: int = 0) -> None: ...
+    def attempted(self, docs: list[Token], lost: int = 0) -> None: ...
 
 
 class ViewSource:
@@ -79,7 +80,7 @@ class ViewSource:
         docs = [row["doc"] for row in answer["rows"] if row.get("doc")]
         return Window(docs, len(answer["rows"]) < window, answer.get("total_rows"))
 
-    def attempted(self, docs: list[dict], lost: int = 0) -> None:
+    def attempted(self, docs: list[Token], lost: int = 0) -> None:
         """Views need no bookkeeping: written tokens leave the view."""
 
 
@@ -145,7 +146,7 @@ class ChangesSource:
         """Whether this pilot lost a race lately: others read the same rows."""
         return self._lost_at is not None and time.monotonic() - self._lost_at < CONTESTED_FOR
 
-    def attempted(self, docs: list[dict], lost: int = 0) -> None:
+    def attempted(self, docs: list[Token], lost: int = 0) -> None:
         """Move the cursor past the window's last attempted row (or all of it,
         when nothing was attempted or pilots divide it); remember the
         claimable rows skipped."""
@@ -164,7 +165,7 @@ class ChangesSource:
                 self.skipped[doc_id] = None
             self.cursor = seq
 
-    def _recheck(self, db: Database, now: float, window: int) -> list[dict]:
+    def _recheck(self, db: Database, now: float, window: int) -> list[Token]:
         """Read again the skipped rows and the watched ones whose lease ran out."""
         keys = (list(self.skipped) + self._due(now))[:window]
         if not keys:
@@ -184,12 +185,12 @@ class ChangesSource:
         return docs
 
 
-def claimable(doc: dict, now: float | None = None) -> bool:
+def claimable(doc: Token, now: float | None = None) -> bool:
     """Todo, or locked under a lease that has run out (or was never confirmed)."""
     return state.classify(doc) is TokenState.TODO or state.lease_expired(doc, now)
 
 
-def _needs_all_branches(doc: dict, now: float) -> bool:
+def _needs_all_branches(doc: Token, now: float) -> bool:
     """Whether a candidate may be taken only after reading every branch of it.
 
     A replica that has not yet seen a quorum-confirmed lock can show a
@@ -199,7 +200,7 @@ def _needs_all_branches(doc: dict, now: float) -> bool:
     return bool(doc.get("_conflicts")) or state.lease_expired(doc, now)
 
 
-def _checked(db: Database, docs: list[dict], now: float) -> list[dict]:
+def _checked(db: Database, docs: list[Token], now: float) -> list[Token]:
     """The candidates as their one resolved branch, where that is claimable."""
     out = []
     for doc in docs:
@@ -214,7 +215,7 @@ def _checked(db: Database, docs: list[dict], now: float) -> list[dict]:
 
 @dataclass
 class ClaimResult:
-    tokens: list[dict] = field(default_factory=list)
+    tokens: list[Token] = field(default_factory=list)
     conflicts: int = 0
     #: locks the cluster could not confirm: marked in doubt, not run
     in_doubt: int = 0
@@ -224,7 +225,7 @@ class ClaimResult:
     backlog: int = 0
 
 
-def _order(candidates: list[dict], rng: random.Random) -> list[dict]:
+def _order(candidates: list[Token], rng: random.Random) -> list[Token]:
     """Highest priority first; random within a priority so pilots spread out."""
     rng.shuffle(candidates)
     return sorted(candidates, key=lambda doc: -_priority(doc))
@@ -235,7 +236,7 @@ def point(name: str) -> float:
     return zlib.crc32(name.encode()) / 2 ** 32
 
 
-def _preferred(candidates: list[dict], pilot_id: str, want: int) -> list[dict]:
+def _preferred(candidates: list[Token], pilot_id: str, want: int) -> list[Token]:
     """The ``want`` candidates this pilot prefers, in their original order.
 
     Pilots reading the same window would all take its first rows, and all
@@ -250,14 +251,14 @@ def _preferred(candidates: list[dict], pilot_id: str, want: int) -> list[dict]:
     return [candidates[i] for i in sorted(ranked[:want])]
 
 
-def _priority(doc: dict) -> float:
+def _priority(doc: Token) -> float:
     try:
         return float(doc.get("priority") or 0)
     except (TypeError, ValueError):
         return 0.0
 
 
-def _take(doc: dict, holder: Holder, lease_seconds: float, now: float) -> tuple[dict, bool]:
+def _take(doc: Token, holder: Holder, lease_seconds: float, now: float) -> tuple[Token, bool]:
     """The locked revision to write for a claimable candidate, and whether it was recovered."""
     if not state.lease_expired(doc, now):
         return state.lock(doc, holder, lease_seconds, now), False
@@ -269,7 +270,7 @@ def _take(doc: dict, holder: Holder, lease_seconds: float, now: float) -> tuple[
 
 def claim(db: Database, holder: Holder, *, limit: int = 1,
           lease_seconds: float = DEFAULT_LEASE, source: Source | None = None,
-          accept: Callable[[dict], bool] | None = None,
+          accept: Callable[[Token], bool] | None = None,
           rounds: int = 5, rng: random.Random | None = None) -> ClaimResult:
     """Lock up to ``limit`` claimable tokens for ``holder``.
 
@@ -314,8 +315,8 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
     return result
 
 
-def _choose(got: Window, candidates: list[dict], holder: Holder, room: int, now: float,
-            rng: random.Random) -> list[dict]:
+def _choose(got: Window, candidates: list[Token], holder: Holder, room: int, now: float,
+            rng: random.Random) -> list[Token]:
     """The candidates to try to lock in this round: at most ``room``, fewer
     when others are likely to be claiming from the same window."""
     share = max(1, math.ceil(len(candidates) / SHARE)) if got.backlog is None \
@@ -333,7 +334,7 @@ def _choose(got: Window, candidates: list[dict], holder: Holder, room: int, now:
     return _order(pool, rng)[:want]
 
 
-def _tally(result: ClaimResult, picked: list[tuple[dict, bool]],
+def _tally(result: ClaimResult, picked: list[tuple[Token, bool]],
            outcomes: list[dict]) -> list[dict]:
     """Count the outcomes of one round's writes into ``result``; return the
     locks that were written but not confirmed, withdrawn."""
@@ -352,7 +353,7 @@ def _tally(result: ClaimResult, picked: list[tuple[dict, bool]],
     return doubtful
 
 
-def _withdraw(db: Database, doubtful: list[dict]) -> None:
+def _withdraw(db: Database, doubtful: list[Token]) -> None:
     """Mark unconfirmed locks in doubt, so that nobody waits for them.
 
     Best effort: a mark that does not get through leaves a lock that
@@ -367,7 +368,7 @@ def _withdraw(db: Database, doubtful: list[dict]) -> None:
         log.warning("could not mark %d lock(s) in doubt: %s", len(doubtful), exc)
 
 
-def release(db: Database, tokens: list[dict]) -> int:
+def release(db: Database, tokens: list[Token]) -> int:
     """Give back tokens that were claimed but never started; return how many."""
     released = [state.release(doc) for doc in tokens if state.classify(doc) is TokenState.LOCKED]
     if not released:

@@ -27,13 +27,14 @@ import time
 from . import designdocs, errors, state
 from .database import Database
 from .state import TokenState
+from .token import Token
 
 log = logging.getLogger(__name__)
 
 _FINISHED = (TokenState.DONE, TokenState.ERROR, TokenState.CANCELLED)
 
 
-def _rank(doc: dict, now: float, ended: set) -> int:
+def _rank(doc: Token, now: float, ended: set) -> int:
     """How much a branch must be kept: higher wins. A lock whose lease has
     an attempt recorded, on any branch, is over, as one that ran out."""
     found = state.classify(doc)
@@ -47,13 +48,13 @@ def _rank(doc: dict, now: float, ended: set) -> int:
     return 2
 
 
-def _rev_order(doc: dict) -> tuple[int, str]:
+def _rev_order(doc: Token) -> tuple[int, str]:
     """CouchDB's own order of branches: the longer history, then the larger hash."""
     pos, _, digest = str(doc.get("_rev", "0-")).partition("-")
     return (int(pos) if pos.isdigit() else 0, digest)
 
 
-def survivor(leaves: list[dict], now: float | None = None) -> dict | None:
+def survivor(leaves: list[Token], now: float | None = None) -> Token | None:
     """The revision to keep of a document's live (non-deleted) leaves, with the
     attempts of every branch on it; None while that cannot be decided."""
     now = time.time() if now is None else now
@@ -68,12 +69,12 @@ def survivor(leaves: list[dict], now: float | None = None) -> dict | None:
     return state.merge_branches(best, ranked[1:])
 
 
-def live_leaves(db: Database, doc_id: str) -> list[dict]:
+def live_leaves(db: Database, doc_id: str) -> list[Token]:
     """The branches of a document that are not deleted, read from a quorum."""
     return [doc for doc in db.leaves(doc_id) if not doc.get("_deleted")]
 
 
-def current(db: Database, doc_id: str, now: float | None = None) -> dict | None:
+def current(db: Database, doc_id: str, now: float | None = None) -> Token | None:
     """The token's one revision, resolving branches first; None when the
     document is gone or its branches cannot be resolved yet."""
     leaves = live_leaves(db, doc_id)
@@ -82,7 +83,7 @@ def current(db: Database, doc_id: str, now: float | None = None) -> dict | None:
     return resolve(db, leaves, now)
 
 
-def resolve(db: Database, leaves: list[dict], now: float | None = None) -> dict | None:
+def resolve(db: Database, leaves: list[Token], now: float | None = None) -> Token | None:
     """Keep the survivor of ``leaves`` (one document's live leaves) and delete
     the other branches; return the survivor as written, or None when it
     cannot be decided yet or another writer came first (try again later)."""

@@ -15,6 +15,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any, ClassVar, TypeVar
 
 from . import jobid, state
+from .token import blank
 from .util import merge_dicts, seconds
 
 _D = TypeVar("_D", bound="Document")
@@ -172,18 +173,8 @@ class User(Document):
 class Task(Document):
     """A token, with upstream PiCaS's fields and methods."""
 
-    BASE: ClassVar[dict[str, Any]] = {
-        "type": "token",
-        "lock": 0,
-        "done": 0,
-        "hostname": "",
-        "scrub_count": 0,
-        "input": {},
-        "exit_code": "",
-        "output": {},
-        "uploads": {},
-        "error": [],
-    }
+    #: A new token's fields (upstream's name for :data:`picas.token.BLANK`).
+    BASE: ClassVar[dict[str, Any]] = blank()
 
     def __init__(self, task: Any = None) -> None:
         super().__init__(task, Task.BASE)

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from . import conflicts, designdocs, errors, state
 from .database import Database, confirmed
+from .token import Token
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,12 @@ class LeaseKeeper:
         self.renewals = 0
         self.failures = 0
 
-    def hold(self, tokens: Iterable[dict]) -> None:
+    def hold(self, tokens: Iterable[Token]) -> None:
         with self._lock:
             for token in tokens:
                 self._held[token["_id"]] = token
 
-    def take(self, token_id: str) -> dict | None:
+    def take(self, token_id: str) -> Token | None:
         """Stop renewing ``token_id``; return our latest revision of it.
 
         For a token that was taken over, that is the revision we last held:
@@ -82,7 +83,7 @@ class LeaseKeeper:
         with self._lock:
             return self._held.pop(token_id, None) or self._lost.pop(token_id, None)
 
-    def get(self, token_id: str) -> dict | None:
+    def get(self, token_id: str) -> Token | None:
         """Our latest revision of a token still held (renewals change it)."""
         with self._lock:
             return self._held.get(token_id)
@@ -123,7 +124,7 @@ class LeaseKeeper:
                     self._resolve(token, written="error" not in result)
             self.renewals += 1
 
-    def _resolve(self, mine: dict, written: bool = False) -> None:
+    def _resolve(self, mine: Token, written: bool = False) -> None:
         """A renewal conflicted, or was not confirmed (``written``): find out
         whether the lease is still ours, resolving branches if there are any."""
         token_id = mine["_id"]

@@ -16,17 +16,18 @@ from dataclasses import dataclass, field
 from . import designdocs, errors, state
 from .database import Database
 from .state import TokenState
+from .token import Token
 from .update import update_many
 
 log = logging.getLogger(__name__)
 
-Transition = Callable[[dict], dict]
+Transition = Callable[[Token], Token]
 STATE_VIEWS = tuple(s.value for s in TokenState)
 DEFAULT_BATCH = 500
 DEFAULT_RETRIES = 3
 
 
-def delete(doc: dict) -> dict:
+def delete(doc: Token) -> Token:
     """A tombstone for ``doc`` (any state: deleting is a person's decision)."""
     if not state.is_token(doc):
         raise errors.InvalidToken(f"'{doc.get('_id')}' is not a token")
@@ -100,7 +101,7 @@ def apply(db: Database, ids: list[str], transition: Transition, *,
     """Apply ``transition`` to the tokens ``ids``, in bulk; count what happened."""
     report = Report()
 
-    def change(doc: dict | None) -> dict | None:
+    def change(doc: Token | None) -> Token | None:
         try:
             if doc is not None:  # else deleted since it was selected
                 return transition(doc)

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import claim, designdocs, errors, lease, pool, results, runner, shutdown, state
 from .database import Database
 from .state import Holder, Outcome
+from .token import Token
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Pilot:
             return "walltime"
         return None
 
-    def _fits(self, doc: dict) -> bool:
+    def _fits(self, doc: Token) -> bool:
         """Whether the token's expected runtime fits in the walltime left."""
         if self.options.end_time is None:
             return True

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import conflicts, errors, state
 from .database import Database, confirmed
+from .token import Token
 from .update import TRIES, update
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,15 @@ class Result:
                    data.get("fatal", False), data.get("fields", {}))
 
 
-def already_recorded(current: dict, result: Result) -> bool:
+def already_recorded(current: Token, result: Result) -> bool:
     """True when ``current`` holds this result already (a retried write went through)."""
     return any(a.get("lease") == result.lease_id and a.get("n") == result.attempt.get("n")
                and a.get("outcome") == result.attempt.get("outcome")
                for a in current.get("attempts", []))
 
 
-def apply(current: dict, result: Result,
-          default_max_attempts: int = state.DEFAULT_MAX_ATTEMPTS) -> dict | None:
+def apply(current: Token, result: Result,
+          default_max_attempts: int = state.DEFAULT_MAX_ATTEMPTS) -> Token | None:
     """The document to write for ``result`` on top of the token's ``current`` revision.
 
     None when there is nothing to write: the result is on the token already.
@@ -93,13 +94,13 @@ class ResultWriter:
         self.spool_dir = spool_dir
         self.default_max_attempts = default_max_attempts
         self.retry_for = retry_for
-        self.pending: list[tuple[dict, Result]] = []
+        self.pending: list[tuple[Token, Result]] = []
         self.oldest: float | None = None
         self.written = 0
         self.late = 0
         self.spooled = 0
 
-    def add(self, current: dict, result: Result) -> None:
+    def add(self, current: Token, result: Result) -> None:
         """Queue ``result``; ``current`` is the token's latest known revision."""
         if not self.pending:
             self.oldest = time.monotonic()
@@ -132,7 +133,7 @@ class ResultWriter:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _write(self, pending: list[tuple[dict, Result]]) -> None:
+    def _write(self, pending: list[tuple[Token, Result]]) -> None:
         todo = []
         for current, result in pending:
             doc = apply(current, result, self.default_max_attempts)
@@ -154,15 +155,15 @@ class ResultWriter:
         other branch), and the other branches are resolved.
         """
         branches = 0
-        base: dict | None = None
+        base: Token | None = None
 
-        def read(db: Database, token_id: str) -> dict | None:
+        def read(db: Database, token_id: str) -> Token | None:
             nonlocal branches
             leaves = conflicts.live_leaves(db, token_id)
             branches = len(leaves)
             return self._branch_for(result, leaves)
 
-        def change(current: dict | None) -> dict | None:
+        def change(current: Token | None) -> Token | None:
             nonlocal base
             base = current
             return None if current is None else apply(current, result,
@@ -176,7 +177,7 @@ class ResultWriter:
         if branches > 1:
             conflicts.current(self.db, result.token_id)
 
-    def _branch_for(self, result: Result, leaves: list[dict]) -> dict | None:
+    def _branch_for(self, result: Result, leaves: list[Token]) -> Token | None:
         """The leaf to write ``result`` on top of; None when there is nothing
         to write (the token is gone, or has the result already). Raises
         :class:`errors.Conflict` while its branches cannot be decided."""
@@ -197,7 +198,7 @@ class ResultWriter:
                                   "decided yet")
         return current
 
-    def _count(self, current: dict, result: Result) -> None:
+    def _count(self, current: Token, result: Result) -> None:
         self.written += 1
         if not state.held_under(current, result.lease_id):
             self.late += 1

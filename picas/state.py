@@ -30,6 +30,7 @@ from typing import Any
 
 from . import jobid
 from .errors import InvalidToken
+from .token import Token
 
 #: ``lock`` value of a token that no pilot may claim (held or cancelled).
 NOT_CLAIMABLE = -1
@@ -111,11 +112,11 @@ def exit_code_is_zero(value: Any) -> bool:
 _LEADING_INT = re.compile(r"\s*[+-]?\d+")
 
 
-def is_token(doc: dict) -> bool:
+def is_token(doc: Token) -> bool:
     return doc.get("type") == "token" and not str(doc.get("_id", "")).startswith("_design/")
 
 
-def classify(doc: dict) -> TokenState | None:
+def classify(doc: Token) -> TokenState | None:
     """The state of a token document, or None for documents in no state."""
     if not is_token(doc):
         return None
@@ -136,7 +137,7 @@ def classify(doc: dict) -> TokenState | None:
     return None
 
 
-def require(doc: dict, *states: TokenState) -> TokenState:
+def require(doc: Token, *states: TokenState) -> TokenState:
     state = classify(doc)
     if state not in states:
         wanted = " or ".join(s.value for s in states)
@@ -173,15 +174,15 @@ def _since_reset(doc: dict) -> list[dict]:
     return attempts(doc)[int(doc.get("retry_base") or 0):]
 
 
-def application_failures(doc: dict) -> int:
+def application_failures(doc: Token) -> int:
     return sum(1 for a in _since_reset(doc) if Outcome(a["outcome"]).is_application_failure)
 
 
-def infrastructure_failures(doc: dict) -> int:
+def infrastructure_failures(doc: Token) -> int:
     return sum(1 for a in _since_reset(doc) if Outcome(a["outcome"]).is_infrastructure_failure)
 
 
-def max_attempts(doc: dict, default: int = DEFAULT_MAX_ATTEMPTS) -> int:
+def max_attempts(doc: Token, default: int = DEFAULT_MAX_ATTEMPTS) -> int:
     value = doc.get("max_attempts")
     return int(value) if isinstance(value, (int, float)) and value >= 1 else default
 
@@ -198,8 +199,8 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def lock(doc: dict, holder: Holder, lease_seconds: float,
-         now: float | None = None) -> dict:
+def lock(doc: Token, holder: Holder, lease_seconds: float,
+         now: float | None = None) -> Token:
     """todo -> locked: a copy of ``doc`` held by ``holder`` until the lease ends."""
     require(doc, TokenState.TODO)
     now = time.time() if now is None else now
@@ -220,18 +221,18 @@ def lock(doc: dict, holder: Holder, lease_seconds: float,
     return token
 
 
-def lease_id(doc: dict) -> str | None:
+def lease_id(doc: Token) -> str | None:
     lease = doc.get("lease") or {}
     return lease.get("id")
 
 
-def held_under(doc: dict, lease: str | None) -> bool:
+def held_under(doc: Token, lease: str | None) -> bool:
     """Whether ``doc`` is still locked under the lease ``lease``: the one
     test of "is this token still ours" for renewals and results."""
     return classify(doc) is TokenState.LOCKED and lease_id(doc) == lease
 
 
-def renew(doc: dict, lease_seconds: float, now: float | None = None) -> dict:
+def renew(doc: Token, lease_seconds: float, now: float | None = None) -> Token:
     """A copy of a locked token with its lease extended from now."""
     require(doc, TokenState.LOCKED)
     now = time.time() if now is None else now
@@ -240,7 +241,7 @@ def renew(doc: dict, lease_seconds: float, now: float | None = None) -> dict:
     return token
 
 
-def withdraw(doc: dict) -> dict:
+def withdraw(doc: Token) -> Token:
     """A lock whose write a cluster could not confirm, marked *in doubt*.
 
     A conflicting lock may hold the quorum, so the pilot must not run the
@@ -255,12 +256,12 @@ def withdraw(doc: dict) -> dict:
     return token
 
 
-def in_doubt(doc: dict) -> bool:
+def in_doubt(doc: Token) -> bool:
     """Whether a locked token's lock was never confirmed (see :func:`withdraw`)."""
     return bool((doc.get("lease") or {}).get("in_doubt")) and classify(doc) is TokenState.LOCKED
 
 
-def merge_branches(kept: dict, others: list[dict]) -> dict:
+def merge_branches(kept: Token, others: list[Token]) -> Token:
     """``kept`` with what the other branches of the same token know as well:
     their attempts, and, for the same lease, a cancel request and the
     latest renewal. Equal to ``kept`` when they add nothing."""
@@ -291,7 +292,7 @@ def _attempt_key(attempt: dict) -> tuple:
             bool(attempt.get("late")))
 
 
-def lease_expired(doc: dict, now: float | None = None) -> bool:
+def lease_expired(doc: Token, now: float | None = None) -> bool:
     """True for a locked token whose lease ran out (tokens without one never expire)."""
     lease = doc.get("lease")
     if classify(doc) is not TokenState.LOCKED or not lease or "expires" not in lease:
@@ -323,7 +324,7 @@ def new_attempt(doc: dict, outcome: Outcome, *, start: float | None = None,
     return record
 
 
-def _back_to_todo(token: dict) -> dict:
+def _back_to_todo(token: Token) -> Token:
     token.update(lock=0, done=0)
     token["scrub_count"] = int(token.get("scrub_count") or 0) + 1
     token.pop("lease", None)
@@ -334,7 +335,7 @@ def _back_to_todo(token: dict) -> dict:
 
 def finish(doc: dict, attempt: dict, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
            max_infra_attempts: int = DEFAULT_MAX_INFRA_ATTEMPTS,
-           now: float | None = None, fatal: bool = False) -> dict:
+           now: float | None = None, fatal: bool = False) -> Token:
     """locked -> done, error or (to retry) todo, recording ``attempt``.
 
     Application failures go back to todo until ``max_attempts`` is used up;
@@ -364,7 +365,7 @@ def finish(doc: dict, attempt: dict, default_max_attempts: int = DEFAULT_MAX_ATT
     return token
 
 
-def _may_retry(token: dict, outcome: Outcome, default_max_attempts: int,
+def _may_retry(token: Token, outcome: Outcome, default_max_attempts: int,
                max_infra_attempts: int) -> bool:
     if outcome.is_application_failure:
         return application_failures(token) < max_attempts(token, default_max_attempts)
@@ -378,7 +379,7 @@ def _failure_code(outcome: Outcome) -> int:
     return {Outcome.TIMED_OUT: 124, Outcome.INTERRUPTED: 143}.get(outcome, 1)
 
 
-def release(doc: dict) -> dict:
+def release(doc: Token) -> Token:
     """locked -> todo for a prefetched token that never started: no attempt counted."""
     require(doc, TokenState.LOCKED)
     token = _copy(doc)
@@ -388,7 +389,7 @@ def release(doc: dict) -> dict:
     return token
 
 
-def expire(doc: dict, now: float | None = None) -> dict:
+def expire(doc: Token, now: float | None = None) -> Token:
     """A locked token whose lease ran out: record the lost attempt, retry it.
 
     A lock in doubt never ran: it goes back to todo with nothing recorded.
@@ -409,19 +410,19 @@ def add_late_attempt(doc: dict, attempt: dict) -> dict:
     return token
 
 
-def hold(doc: dict) -> dict:
+def hold(doc: Token) -> Token:
     """todo -> held: kept out of every pilot's reach until released."""
     require(doc, TokenState.TODO)
     return {**_copy(doc), "lock": NOT_CLAIMABLE, "done": 0}
 
 
-def unhold(doc: dict) -> dict:
+def unhold(doc: Token) -> Token:
     """held -> todo."""
     require(doc, TokenState.HELD)
     return {**_copy(doc), "lock": 0, "done": 0}
 
 
-def cancel(doc: dict) -> dict:
+def cancel(doc: Token) -> Token:
     """todo/held -> cancelled; a locked token is asked to stop instead.
 
     The pilot running it sees ``cancel_requested`` at its next heartbeat,
@@ -436,7 +437,7 @@ def cancel(doc: dict) -> dict:
     return token
 
 
-def reset(doc: dict) -> dict:
+def reset(doc: Token) -> Token:
     """locked, error, done or cancelled -> todo, by a person's decision.
 
     Upstream's "scrub": ``scrub_count`` goes up. Attempts stay as history;

@@ -14,7 +14,6 @@ second time: the conflict on the existing id means "already there".
 """
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
@@ -35,8 +34,8 @@ import yaml
 
 from . import errors, pool, shutdown
 from .database import Database
-from .documents import Task
 from .jobid import JOB_ID_FIELDS
+from .token import Token, blank
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +314,7 @@ def check_template(template: str) -> None:
                                       "each {}, for example {seed}")
 
 
-def fill(template: str, token: dict) -> str:
+def fill(template: str, token: Token) -> str:
     """The command for ``token``: ``{name}`` becomes the (shell-quoted) field value.
 
     Fields of ``input`` and the token's own fields (``priority``,
@@ -335,7 +334,7 @@ def fill(template: str, token: dict) -> str:
         raise errors.InvalidToken(f"--command {template!r}: {exc}") from None
 
 
-def token_id(token: dict) -> str:
+def token_id(token: Token) -> str:
     """The id a token gets from its content: what it runs and with what."""
     content = {"command": token.get("command"), "input": token.get("input", {}),
                "env": token.get("env") or {}}
@@ -398,7 +397,7 @@ def _tags(value: Any) -> list[str]:
     return value
 
 
-def shape(record: Record, how: Shape = Shape()) -> dict:
+def shape(record: Record, how: Shape = Shape()) -> Token:
     """The token for one record; :class:`InvalidToken` says ``ORIGIN: reason``."""
     try:
         return _shape(record.fields, how)
@@ -406,11 +405,11 @@ def shape(record: Record, how: Shape = Shape()) -> dict:
         raise errors.InvalidToken(f"{record.origin}: {exc}") from None
 
 
-def _shape(fields: Any, how: Shape) -> dict:
+def _shape(fields: Any, how: Shape) -> Token:
     own, extra = _split(fields)
     if own.get("type", "token") != "token":
         raise ValueError(f"type must be \"token\", not {json.dumps(own['type'])}")
-    token: dict[str, Any] = {**copy.deepcopy(Task.BASE), "input": _input(own, extra)}
+    token = blank(input=_input(own, extra))
     _set_options(token, own, how)
     if "_id" in own:
         if not isinstance(own["_id"], str) or not own["_id"] or own["_id"].startswith("_"):
@@ -474,14 +473,14 @@ def _set_options(token: dict[str, Any], own: dict[str, Any], how: Shape) -> None
         token["tags"] = list(dict.fromkeys(tags))
 
 
-def build(records: Iterable[Record], how: Shape = Shape()) -> list[dict]:
+def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
     """Tokens for all records, or one :class:`InvalidToken` listing what is wrong.
 
     Everything is checked first, so a bad record anywhere adds nothing.
     """
     if how.command is not None:
         check_template(how.command)
-    tokens: list[dict] = []
+    tokens: list[Token] = []
     problems: list[str] = []
     given: dict[str, tuple[dict, str]] = {}
     for record in records:
@@ -506,7 +505,7 @@ def build(records: Iterable[Record], how: Shape = Shape()) -> list[dict]:
     return tokens
 
 
-def _content(token: dict) -> dict:
+def _content(token: Token) -> Token:
     return {k: v for k, v in token.items() if not k.startswith("_")}
 
 
@@ -533,14 +532,14 @@ class AddReport:
                 "failed": [{"id": i, "reason": r} for i, r in self.failed]}
 
 
-def _has_priority(token: dict) -> bool:
+def _has_priority(token: Token) -> bool:
     try:
         return float(token.get("priority") or 0) != 0
     except (TypeError, ValueError):
         return False
 
 
-def add(db: Database, tokens: Iterable[dict], batch: int = DEFAULT_BATCH,
+def add(db: Database, tokens: Iterable[Token], batch: int = DEFAULT_BATCH,
         progress: Callable[[int], None] | None = None) -> AddReport:
     """Write new tokens with ``_bulk_docs``, ``batch`` at a time.
 
@@ -568,7 +567,7 @@ def add(db: Database, tokens: Iterable[dict], batch: int = DEFAULT_BATCH,
     return report
 
 
-def _add_chunk(db: Database, chunk: list[dict], report: AddReport) -> None:
+def _add_chunk(db: Database, chunk: list[Token], report: AddReport) -> None:
     given_ids = []
     for doc, result in zip(chunk, db.bulk_docs(chunk), strict=True):
         if "error" not in result:
@@ -583,7 +582,7 @@ def _add_chunk(db: Database, chunk: list[dict], report: AddReport) -> None:
         _compare_existing(db, given_ids, report)
 
 
-def _compare_existing(db: Database, docs: list[dict], report: AddReport) -> None:
+def _compare_existing(db: Database, docs: list[Token], report: AddReport) -> None:
     rows = db.all_docs(keys=[d["_id"] for d in docs], include_docs=True)["rows"]
     stored = {row["id"]: row.get("doc") for row in rows if row.get("doc")}
     for doc in docs:

@@ -77,3 +77,13 @@ def test_a_lease_is_ours_only_while_the_token_is_locked_under_it():
     assert not state.held_under(locked, "someone-else")
     assert not state.held_under(state.expire(locked, now=10_000.0), mine)
     assert not state.held_under({"_id": "t", **TODO}, None)
+
+
+def test_a_new_token_has_upstreams_fields_and_is_not_shared():
+    from picas.documents import Task
+    from picas.token import BLANK, blank
+    first, second = blank(input={"n": 1}), blank()
+    first["error"].append("x")
+    assert second["error"] == [] and BLANK["error"] == []
+    assert first["input"] == {"n": 1} and first["type"] == "token"
+    assert {k: v for k, v in Task().value.items() if k != "_id"} == BLANK
