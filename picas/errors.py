@@ -7,25 +7,16 @@ CouchDB-Python's errors, so upstream PiCaS scripts that catch
 """
 from __future__ import annotations
 
-from ._couchdb import (
-    LegacyConflict,
-    LegacyHTTPError,
-    LegacyNotFound,
-    LegacyPreconditionFailed,
-    LegacyServerError,
-    LegacyUnauthorized,
-)
-
 
 class PicasError(Exception):
     """Base class of every error picas raises on purpose."""
 
 
-class ConnectionFailed(PicasError, LegacyHTTPError):
+class ConnectionFailed(PicasError):
     """The server could not be reached: wrong URL, server down, network."""
 
 
-class AuthenticationFailed(PicasError, LegacyUnauthorized):
+class AuthenticationFailed(PicasError):
     """HTTP 401: the server rejected the credentials."""
 
 
@@ -37,11 +28,11 @@ class AccountLocked(AuthenticationFailed):
     """
 
 
-class PermissionDenied(PicasError, LegacyUnauthorized):
+class PermissionDenied(PicasError):
     """HTTP 403: authenticated, but not allowed on this database."""
 
 
-class NotFound(PicasError, LegacyNotFound):
+class NotFound(PicasError):
     """HTTP 404: a database, document, view or attachment is missing."""
 
 
@@ -57,7 +48,7 @@ class ViewNotFound(NotFound):
     """The design document or one of its views is missing."""
 
 
-class Conflict(PicasError, LegacyConflict):
+class Conflict(PicasError):
     """HTTP 409: someone else changed the document first."""
 
 
@@ -75,11 +66,11 @@ class NoQuorum(PicasError):
     """Writes keep coming back unconfirmed: too few of the cluster's nodes are up."""
 
 
-class DatabaseExists(Conflict, LegacyPreconditionFailed):
+class DatabaseExists(Conflict):
     """HTTP 412 on creating a database: it is there already."""
 
 
-class ServerError(PicasError, LegacyServerError):
+class ServerError(PicasError):
     """HTTP 5xx or an unusable answer from the server."""
 
 

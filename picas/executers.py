@@ -1,30 +1,19 @@
-"""Run a command as its own process group, so that it can be stopped whole.
+"""Upstream PiCaS's ``picas.executers``: ``execute`` and ``execute_old``.
 
+Commands run through :mod:`picas.procgroup`, as their own process group.
 Output goes to temporary files rather than pipes: a command that leaves
 background children holding its stdout open cannot make us wait forever.
-When the command ends, what it left running in its group is killed.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import select
-import signal
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Any
 
-from . import shutdown
-
-#: Seconds between SIGTERM and SIGKILL when a task must stop.
-DEFAULT_GRACE = 5.0
-POLL = 0.05
-#: How long a command that died of a signal waits for the pilot's own signal.
-SIGNAL_RACE = 1.0
+from .procgroup import DEFAULT_GRACE, start, wait
 
 
 @dataclass
@@ -48,94 +37,6 @@ def current_limits() -> Limits:
 
 def set_limits(limits: Limits) -> None:
     _limits.value = limits
-
-
-def _killed_by_signal(returncode: int) -> bool:
-    """Died of SIGTERM/SIGINT/SIGHUP itself (negative) or as told by its shell (128+N)."""
-    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    return -returncode in stops or returncode - 128 in stops
-
-
-def kill_group(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` s."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    end = time.monotonic() + grace
-    while proc.poll() is None and time.monotonic() < end:
-        time.sleep(POLL)
-    reap_group(proc)
-
-
-def reap_group(proc: subprocess.Popen) -> None:
-    """SIGKILL every process left in the group (background children too)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def wait(proc: subprocess.Popen, *, timeout: float | None = None,
-         grace: float = DEFAULT_GRACE, should_stop: Any = None) -> str | None:
-    """Wait for ``proc``; kill its group on timeout, shutdown or ``should_stop()``.
-
-    Returns None when it ended by itself, else why it was stopped:
-    ``"timeout"``, ``"shutdown"`` or whatever ``should_stop()`` returned.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with _exit_watch(proc) as exited:
-        while True:
-            if exited(POLL):
-                proc.wait()
-                reap_group(proc)
-                if _killed_by_signal(proc.returncode) and shutdown.requested.wait(SIGNAL_RACE):
-                    # The batch system signalled the command and us at once (scancel,
-                    # walltime): an interruption, not the command's failure.
-                    return "shutdown"
-                return None
-            reason = None
-            if deadline is not None and time.monotonic() >= deadline:
-                reason = "timeout"
-            elif shutdown.requested.is_set():
-                reason = "shutdown"
-            elif should_stop is not None:
-                reason = should_stop()
-            if reason:
-                kill_group(proc, grace)
-                return reason
-
-
-@contextlib.contextmanager
-def _exit_watch(proc: subprocess.Popen) -> Iterator[Callable[[float], bool]]:
-    """A function that waits up to N seconds for ``proc`` to exit.
-
-    With a pidfd (Linux 5.3+) it wakes the moment the process exits, which
-    matters for short tasks; otherwise it polls.
-    """
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        def polled(seconds: float) -> bool:
-            try:
-                proc.wait(timeout=seconds)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        yield polled
-        return
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    try:
-        yield lambda seconds: bool(poller.poll(seconds * 1000))
-    finally:
-        os.close(fd)
-
-
-def start(args: str | Sequence[str], *, shell: bool, stdout: IO, stderr: IO,
-          **popen: Any) -> subprocess.Popen:
-    """Start ``args`` in a new session (its own process group)."""
-    return subprocess.Popen(args, shell=shell, stdin=subprocess.DEVNULL, stdout=stdout,
-                            stderr=stderr, start_new_session=True, **popen)
 
 
 def execute(args: str | Sequence[str], shell: bool = False,

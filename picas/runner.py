@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from . import executers
+from . import procgroup
 from .errors import InvalidToken
 
 DEFAULT_LOG_CAP = 1 << 20
@@ -27,7 +27,7 @@ NOT_FOUND = 127
 @dataclass(frozen=True)
 class RunOptions:
     log_cap: int = DEFAULT_LOG_CAP
-    grace: float = executers.DEFAULT_GRACE
+    grace: float = procgroup.DEFAULT_GRACE
 
 
 @dataclass
@@ -172,13 +172,13 @@ def run(token: dict, workspace: Workspace, options: RunOptions,
     start = time.time()
     try:
         try:
-            proc = executers.start(command, shell=shell, stdout=out, stderr=err,
+            proc = procgroup.start(command, shell=shell, stdout=out, stderr=err,
                                    cwd=workdir, env=env)
         except (FileNotFoundError, PermissionError) as exc:
             os.write(err.fileno(), f"picas: cannot run {command[0]!r}: {exc.strerror}\n".encode())
             exit_code, stopped = NOT_FOUND, None
         else:
-            stopped = executers.wait(proc, timeout=timeout, grace=options.grace,
+            stopped = procgroup.wait(proc, timeout=timeout, grace=options.grace,
                                      should_stop=should_stop)
             exit_code = proc.returncode
         end = time.time()

@@ -1,7 +1,7 @@
 """Graceful shutdown: signal handlers that only set a flag.
 
 SIGTERM and SIGINT (what Slurm sends at walltime and on ``scancel``) set
-:data:`requested`; the pilot's loops and :func:`picas.executers.execute`
+:data:`requested`; the pilot's loops and :func:`picas.procgroup.wait`
 poll it and do the actual work (kill the task, hand the token back) in
 the main flow of the program, never inside the handler.
 """
