@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from drain import OUR_PICAS, Target, add_tokens, count_executions, fresh_database, pilot_env, states  # noqa: E402
 
-from picas import conflicts, status  # noqa: E402
+from picas import conflicts, overview  # noqa: E402
 from picas.database import Database  # noqa: E402
 
 
@@ -128,10 +128,10 @@ def one_run(urls: list[str], user: str, password: str, n: int, pilots: int, run:
         reports.append(json.loads(lines[-1]) if lines else {
             "failure": (case / f"pilot-{i}.err").read_text().strip()[-300:]})
     runs = count_executions(sides)
-    left_before = status.needs_recovery(db)
+    left_before = overview.needs_recovery(db)
     env = pilot_env(first, name, case / "unused.txt", case / "no-config.yml")
     subprocess.run([str(OUR_PICAS), "recover"], env=env, check=False, capture_output=True)
-    left_after = status.needs_recovery(db)
+    left_after = overview.needs_recovery(db)
     branched = sum(1 for row in db.iter_all_docs()
                    if len(conflicts.live_leaves(db, row["id"])) > 1) if n <= 5000 else None
     result = {

@@ -64,7 +64,7 @@ class Window:
 class Source(Protocol):
     def fetch(self, db: Database, window: int) -> Window: ...
 
-    def attempted(self, docs: list[Token], lost: int = 0) -> None: ...
+    def attempted(self, docs: list[Token], beaten: int = 0) -> None: ...
 
 
 class ViewSource:
@@ -80,7 +80,7 @@ class ViewSource:
         docs = [row["doc"] for row in answer["rows"] if row.get("doc")]
         return Window(docs, len(answer["rows"]) < window, answer.get("total_rows"))
 
-    def attempted(self, docs: list[Token], lost: int = 0) -> None:
+    def attempted(self, docs: list[Token], beaten: int = 0) -> None:
         """Views need no bookkeeping: written tokens leave the view."""
 
 
@@ -108,8 +108,8 @@ class ChangesSource:
         self.skipped: dict[str, None] = {}
         #: the last window's rows: (id, seq, claimable)
         self._rows: list[tuple[str, object, bool]] = []
-        #: when this pilot last lost a race for a token (monotonic clock)
-        self._lost_at: float | None = None
+        #: when this pilot was last beaten to a token (monotonic clock)
+        self._beaten_at: float | None = None
 
     def fetch(self, db: Database, window: int) -> Window:
         rows = db.changes(since=self.cursor, limit=window, include_docs=True,
@@ -144,14 +144,14 @@ class ChangesSource:
 
     def _contested(self) -> bool:
         """Whether this pilot lost a race lately: others read the same rows."""
-        return self._lost_at is not None and time.monotonic() - self._lost_at < CONTESTED_FOR
+        return self._beaten_at is not None and time.monotonic() - self._beaten_at < CONTESTED_FOR
 
-    def attempted(self, docs: list[Token], lost: int = 0) -> None:
+    def attempted(self, docs: list[Token], beaten: int = 0) -> None:
         """Move the cursor past the window's last attempted row (or all of it,
         when nothing was attempted or pilots divide it); remember the
         claimable rows skipped."""
-        if lost:
-            self._lost_at = time.monotonic()
+        if beaten:
+            self._beaten_at = time.monotonic()
         tried = {doc["_id"] for doc in docs}
         for doc_id in tried:
             self.skipped.pop(doc_id, None)
@@ -283,8 +283,8 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
     source = source or ViewSource()
     result = ClaimResult()
     window = max(MIN_WINDOW, SHARE * limit)
-    lost_rounds = stale_windows = 0
-    while lost_rounds < rounds and stale_windows < rounds:
+    beaten_rounds = stale_windows = 0
+    while beaten_rounds < rounds and stale_windows < rounds:
         got = source.fetch(db, window)
         now = time.time()
         # The source may be stale: only what is claimable in the revision
@@ -304,14 +304,14 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
                          limit - len(result.tokens), now, rng)
         picked = [_take(doc, holder, lease_seconds, now) for doc in _checked(db, chosen, now)]
         outcomes = db.bulk_docs([doc for doc, _ in picked])
-        lost = sum(not confirmed(o) for o in outcomes)
-        source.attempted(chosen, lost=lost)
+        beaten = sum(not confirmed(o) for o in outcomes)
+        source.attempted(chosen, beaten=beaten)
         _withdraw(db, _tally(result, picked, outcomes))
         if result.tokens:
             # Possibly fewer than asked for when others won some races:
             # good enough, the caller comes back for more.
             return result
-        lost_rounds += 1
+        beaten_rounds += 1
     return result
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, designdocs, status
+from . import config, designdocs, overview
 from .config import Settings
 from .database import Database
 from .errors import ConfigError, PicasError
@@ -290,5 +290,5 @@ def backlog(db: Database, tag: str | None = None, design_doc: str | None = None)
         return Backlog(found.get("todo", 0), found.get("locked", 0))
     if design_doc is not None:
         return Backlog(int(db.view(design_doc, "todo", limit=0)["total_rows"]), None)
-    counts = status.counts(db)
+    counts = overview.counts(db)
     return Backlog(counts["todo"], counts["locked"])

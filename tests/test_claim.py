@@ -315,7 +315,7 @@ def test_pilots_that_lost_a_race_divide_a_window_between_them():
 
 def _contested_source() -> claim.ChangesSource:
     source = claim.ChangesSource()
-    source.attempted([], lost=1)  # as after a lost race
+    source.attempted([], beaten=1)  # as after a lost race
     return source
 
 

@@ -10,11 +10,12 @@ import requests
 from click.testing import CliRunner, Result
 from support import missing
 
-from picas import errors, server, state, status, tokens
+from picas import adding, errors, overview, server, shaping, state
 from picas.cli import cli
 from picas.server import free_port
+from picas.shaping import Shape
+from picas.sources import Record
 from picas.state import Holder, Outcome
-from picas.tokens import Record, Shape
 
 
 @pytest.fixture
@@ -29,9 +30,9 @@ def picas(env: dict, *args: str, **extra: str | None) -> Result:
 
 
 def add(db, n: int) -> list[dict]:
-    new = tokens.build([Record({"_id": f"t{i}", "command": "true"}, "r") for i in range(n)],
+    new = shaping.build([Record({"_id": f"t{i}", "command": "true"}, "r") for i in range(n)],
                        Shape())
-    tokens.add(db, new)
+    adding.add(db, new)
     return [db.get(t["_id"]) for t in new]
 
 
@@ -74,14 +75,14 @@ def test_status_json_for_scripts(db, env):
 def test_watch_refreshes_until_done(db, env, monkeypatch):
     docs = add(db, 2)
     refreshed = threading.Event()
-    real_summary = status.summary
+    real_summary = overview.summary
 
     def summary(*args, **kwargs):
         result = real_summary(*args, **kwargs)
         refreshed.set()
         return result
 
-    monkeypatch.setattr(status, "summary", summary)
+    monkeypatch.setattr(overview, "summary", summary)
     finisher = threading.Thread(target=lambda: refreshed.wait(30) and
                                 [succeed(db, d) for d in docs])
     finisher.start()

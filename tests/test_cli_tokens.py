@@ -8,12 +8,13 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import unique_name
 
-from picas import designdocs, errors, operations, state, tokens
+from picas import adding, designdocs, errors, operations, shaping, state
 from picas.cli import cli
 from picas.database import Database
 from picas.server import free_port
+from picas.shaping import Shape
+from picas.sources import Record
 from picas.state import Holder, Outcome
-from picas.tokens import Record, Shape
 from picas.transport import Transport
 
 
@@ -48,9 +49,9 @@ def failed(result: Result, message: str, code: int = 1) -> str:
 
 
 def add_tokens(db: Database, n: int, prefix: str = "t", **fields) -> list[dict]:
-    new = tokens.build([Record({"_id": f"{prefix}{i}", "command": f"echo {i}", **fields}, "r")
+    new = shaping.build([Record({"_id": f"{prefix}{i}", "command": f"echo {i}", **fields}, "r")
                         for i in range(n)], Shape())
-    tokens.add(db, new)
+    adding.add(db, new)
     return [db.get(t["_id"]) for t in new]
 
 

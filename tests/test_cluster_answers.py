@@ -18,7 +18,7 @@ import pytest
 from faultproxy import FaultProxy
 from pilots import TOKEN_BASE, add, executions, finish, run_pilot, start_pilot, states, tokens
 
-from picas import claim, conflicts, lease, state, status
+from picas import claim, conflicts, lease, overview, state
 from picas.database import Database
 from picas.results import Result, ResultWriter
 from picas.state import Holder, Outcome, TokenState
@@ -73,7 +73,7 @@ def test_a_lock_the_cluster_did_not_confirm_is_marked_in_doubt_and_never_run(cou
     for i in range(5):
         doc = db.get(f"t{i}")
         assert state.in_doubt(doc) and state.lease_expired(doc)
-    assert status.needs_recovery(db) == {"conflicts": 0, "in_doubt": 5}
+    assert overview.needs_recovery(db) == {"conflicts": 0, "in_doubt": 5}
     # Confirmed at last, the same tokens are claimed, with no attempt counted.
     proxy.no_quorum = False
     source, taken = claim.ChangesSource(), []
@@ -123,7 +123,7 @@ def test_racing_pilots_on_split_replicas_run_each_token_exactly_once(couch, db, 
     subprocess.run([sys.executable, "-m", "picas", "recover"], env=pilot_env, check=True,
                    capture_output=True, timeout=120)
     assert states(db) == {"done": 400}
-    assert status.needs_recovery(db) == {"conflicts": 0, "in_doubt": 0}
+    assert overview.needs_recovery(db) == {"conflicts": 0, "in_doubt": 0}
     assert all(len(_live(db, f"t{i:04d}")) == 1 for i in range(0, 400, 7))
 
 
@@ -203,12 +203,12 @@ def test_recover_resolves_branches_and_locks_in_doubt(couch, db, pilot_env):
     _branch(db, doc)
     two = _todo(db, "t2")
     db.put(state.withdraw(_locked(two, "b")))
-    assert status.needs_recovery(db) == {"conflicts": 1, "in_doubt": 1}
+    assert overview.needs_recovery(db) == {"conflicts": 1, "in_doubt": 1}
     done = subprocess.run([sys.executable, "-m", "picas", "recover"], env=pilot_env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "resolved 1 token with conflicting branches" in done.stdout
-    assert status.needs_recovery(db) == {"conflicts": 0, "in_doubt": 0}
+    assert overview.needs_recovery(db) == {"conflicts": 0, "in_doubt": 0}
     assert states(db) == {"todo": 2}
     assert state.attempts(db.get("t2")) == []  # a lock in doubt never ran
 

@@ -16,12 +16,13 @@ import pytest
 from click.testing import CliRunner, Result
 from test_actors import ShellActor
 
-from picas import errors, state, tokens
+from picas import adding, errors, shaping, state
 from picas.cli import cli
 from picas.clients import CouchDB
 from picas.documents import Task
+from picas.shaping import Shape
+from picas.sources import Record
 from picas.state import TokenState
-from picas.tokens import Record, Shape
 
 
 @pytest.fixture
@@ -130,7 +131,7 @@ COMMANDS = [
 
 @pytest.mark.parametrize("who", ["outsider", "anonymous"])
 def test_outsiders_are_refused_by_every_command_in_one_line(couch, db, users, tmp_path, who):
-    tokens.add(db, tokens.build([Record({"_id": "t0", "command": "true"}, "r")], Shape()))
+    adding.add(db, shaping.build([Record({"_id": "t0", "command": "true"}, "r")], Shape()))
     before = db.info()["doc_count"]
     env = environment(couch, db, tmp_path, users.get(who))
     said = {}

@@ -21,10 +21,11 @@ import pytest
 from conftest import PYTHON
 from support import missing
 
-from picas import config, tokens
+from picas import adding, config, shaping
 from picas.database import Database
+from picas.shaping import Shape
+from picas.sources import Record
 from picas.state import TokenState, classify
-from picas.tokens import Record, Shape
 
 #: The todo view of a design document like upstream's MultiCore example.
 MULTICORE_TODO = """function (doc) {
@@ -99,9 +100,9 @@ def wait_gone(job_ids: list[str], timeout: float, check: bool = True) -> None:
 
 
 def add(db: Database, n: int, command: str, prefix: str = "t", **fields) -> list[str]:
-    new = tokens.build([Record({"_id": f"{prefix}{i:03d}", "command": command, **fields}, "t")
+    new = shaping.build([Record({"_id": f"{prefix}{i:03d}", "command": command, **fields}, "t")
                         for i in range(n)], Shape())
-    assert tokens.add(db, new).added == n
+    assert adding.add(db, new).added == n
     return [t["_id"] for t in new]
 
 

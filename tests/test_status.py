@@ -1,20 +1,21 @@
-"""`status.summary`: counts per state, running tokens, errors, rate and ETA."""
+"""`overview.summary`: counts per state, running tokens, errors, rate and ETA."""
 from __future__ import annotations
 
 import json
 import time
 
-from picas import state, status, tokens
+from picas import adding, overview, shaping, state
+from picas.shaping import Shape
+from picas.sources import Record
 from picas.state import Holder, Outcome
-from picas.tokens import Record, Shape
 
 NOW = float(int(time.time()))
 
 
 def make(db, n: int, prefix: str) -> list[dict]:
-    new = tokens.build([Record({"_id": f"{prefix}{i}", "command": "true"}, "r")
+    new = shaping.build([Record({"_id": f"{prefix}{i}", "command": "true"}, "r")
                         for i in range(n)], Shape())
-    tokens.add(db, new)
+    adding.add(db, new)
     return [db.get(t["_id"]) for t in new]
 
 
@@ -41,7 +42,7 @@ def populate(db) -> None:
 
 def test_summary_counts_every_state_and_explains_progress(db):
     populate(db)
-    summary = status.summary(db, now=NOW)
+    summary = overview.summary(db, now=NOW)
     assert {k: summary[k] for k in ("todo", "locked", "done", "error", "held", "cancelled",
                                     "total")} == \
         {"todo": 3, "locked": 2, "done": 2, "error": 2, "held": 1, "cancelled": 1, "total": 11}
@@ -60,22 +61,22 @@ def test_summary_counts_every_state_and_explains_progress(db):
 def test_running_list_is_limited(db):
     tokens_ = make(db, 4, "run")
     db.bulk_docs([state.lock(t, Holder("p", "h"), 60) for t in tokens_])
-    summary = status.summary(db, running_limit=2)
+    summary = overview.summary(db, running_limit=2)
     assert summary["locked"] == 4 and len(summary["running"]) == 2
 
 
 def test_empty_database_has_no_rate_and_nothing_left(db):
-    summary = status.summary(db)
+    summary = overview.summary(db)
     assert summary["total"] == 0 and summary["rate"] == 0.0 and summary["eta_s"] == 0.0
     make(db, 1, "t")
-    assert status.summary(db)["eta_s"] is None
+    assert overview.summary(db)["eta_s"] is None
 
 
 def test_one_early_finish_is_not_a_huge_rate(db):
     done = make(db, 1, "d")[0]
     make(db, 1, "t")
     db.put(finish(done, Outcome.SUCCEEDED, 0, NOW - 5))
-    assert status.summary(db, now=NOW)["rate"] == 1.0  # one per minute at most
+    assert overview.summary(db, now=NOW)["rate"] == 1.0  # one per minute at most
 
 
 def test_a_pool_where_nothing_ran_yet_is_summed_up_by_one_query(db):
@@ -83,7 +84,7 @@ def test_a_pool_where_nothing_ran_yet_is_summed_up_by_one_query(db):
     new tokens that is minutes per view on pouchdb-server, so read only the overview."""
     make(db, 5, "t")
     before = db.transport.request_count
-    summary = status.summary(db)
+    summary = overview.summary(db)
     assert summary["todo"] == 5 and summary["rate"] == 0.0 and summary["eta_s"] is None
     assert db.transport.request_count - before == 1
 
@@ -93,11 +94,11 @@ def test_the_eta_of_three_30_second_tokens_after_fast_ones_uses_their_expected_r
     the three left run 30 s each, one at a time."""
     for i, doc in enumerate(make(db, 60, "fast")):
         db.put(finish(doc, Outcome.SUCCEEDED, 0, NOW - 60 + i))
-    slow = tokens.build([Record({"_id": f"slow{i}", "command": "sleep 30",
+    slow = shaping.build([Record({"_id": f"slow{i}", "command": "sleep 30",
                                  "expected_runtime": 30}, "r") for i in range(3)], Shape())
-    tokens.add(db, slow)
+    adding.add(db, slow)
     db.put(state.lock(db.get("slow0"), Holder("pilotA", "node1"), 600, now=NOW - 5))
-    summary = status.summary(db, now=NOW)
+    summary = overview.summary(db, now=NOW)
     assert summary["rate"] == 60.0
     assert (summary["eta_s"], summary["eta_basis"], summary["eta_guess"]) == \
         (85.0, "expected_runtime", False)
@@ -111,18 +112,18 @@ def running(age: float, pilot: str, expected: float | None = None) -> dict:
 def test_eta_from_expected_runtime_shares_the_work_among_the_pilots():
     sample = [running(10, "a", 40), running(30, "b", 40)]
     # left: 30 and 10; 4 todo tokens of 40 s; 2 pilots: (20 * 2 + 160) / 2
-    assert status.eta(4, 2, sample, per_minute=600.0) == (100.0, "expected_runtime")
+    assert overview.eta(4, 2, sample, per_minute=600.0) == (100.0, "expected_runtime")
     # A pilot holding two tokens runs them one after the other.
     held = [running(10, "a", 40), running(0, "a", 40)]
-    assert status.eta(0, 2, held, per_minute=0.0) == (70.0, "expected_runtime")
+    assert overview.eta(0, 2, held, per_minute=0.0) == (70.0, "expected_runtime")
 
 
 def test_without_expected_runtime_the_eta_is_a_guess_that_takes_the_longer_view():
     sample = [running(60, "a"), running(60, "b")]
     # The running tokens have run a minute: 4 tokens left on 2 pilots, 2 minutes ...
-    assert status.eta(2, 2, sample, per_minute=60.0) == (120.0, "running")
+    assert overview.eta(2, 2, sample, per_minute=60.0) == (120.0, "running")
     # ... unless the recent rate says longer.
-    assert status.eta(2, 2, sample, per_minute=1.0) == (240.0, "rate")
-    assert status.eta(2, 0, [], per_minute=6.0) == (20.0, "rate")
-    assert status.eta(2, 0, [], per_minute=0.0) == (None, None)
-    assert status.eta(0, 0, [], per_minute=0.0) == (0.0, None)
+    assert overview.eta(2, 2, sample, per_minute=1.0) == (240.0, "rate")
+    assert overview.eta(2, 0, [], per_minute=6.0) == (20.0, "rate")
+    assert overview.eta(2, 0, [], per_minute=0.0) == (None, None)
+    assert overview.eta(0, 0, [], per_minute=0.0) == (0.0, None)

@@ -6,13 +6,14 @@ import threading
 
 import pytest
 
-from picas import shutdown, state, tokens
+from picas import adding, injector, shaping, shutdown, sources, state
 from picas.errors import InvalidToken
-from picas.tokens import Record, Shape
+from picas.shaping import Shape
+from picas.sources import Record
 
 
 def shape_all(records, **how):
-    return tokens.build(records, Shape(**how))
+    return shaping.build(records, Shape(**how))
 
 
 # -- readers -------------------------------------------------------------------
@@ -20,7 +21,7 @@ def shape_all(records, **how):
 def test_json_array_records_know_their_lines(tmp_path):
     path = tmp_path / "t.json"
     path.write_text('[\n  {"command": "a"},\n\n  {"command": "b",\n   "x": 1}\n]\n')
-    records = tokens.read_file(path)
+    records = sources.read_file(path)
     assert [r.origin for r in records] == [f"{path}:2", f"{path}:4"]
     assert records[1].fields == {"command": "b", "x": 1}
 
@@ -36,36 +37,36 @@ def test_malformed_json_names_file_and_line(tmp_path, text, line, reason):
     path = tmp_path / "t.json"
     path.write_text(text)
     with pytest.raises(InvalidToken, match=rf"^{path}:{line}: .*{reason}"):
-        tokens.read_file(path)
+        sources.read_file(path)
 
 
 def test_jsonl_skips_blank_lines_and_reports_bad_ones(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text('{"command": "a"}\n\n{"command": "b"}\n')
-    assert [r.origin for r in tokens.read_file(path)] == [f"{path}:1", f"{path}:3"]
+    assert [r.origin for r in sources.read_file(path)] == [f"{path}:1", f"{path}:3"]
     path.write_text('{"command": "a"}\n{"command": "b"\n')
     with pytest.raises(InvalidToken, match=rf"^{path}:2: not valid JSON"):
-        tokens.read_file(path)
+        sources.read_file(path)
 
 
 def test_yaml_list_with_lines(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text("- command: a\n  x: 1\n- command: b\n")
-    records = tokens.read_file(path)
+    records = sources.read_file(path)
     assert [(r.fields, r.origin) for r in records] == [
         ({"command": "a", "x": 1}, f"{path}:1"), ({"command": "b"}, f"{path}:3")]
     path.write_text("- command: a\n- command: [b\n")
     with pytest.raises(InvalidToken, match=rf"^{path}:\d+: not valid YAML"):
-        tokens.read_file(path)
+        sources.read_file(path)
     path.write_text("command: a\n")
     with pytest.raises(InvalidToken, match="expected a YAML list"):
-        tokens.read_file(path)
+        sources.read_file(path)
 
 
 def test_csv_rows_become_input_with_text_values(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("name,seed,priority\nalpha,1,5\nbeta,2,7\n")
-    built = shape_all(tokens.read_file(path), command="run {name} {seed}")
+    built = shape_all(sources.read_file(path), command="run {name} {seed}")
     assert [t["input"] for t in built] == [{"name": "alpha", "seed": "1"},
                                            {"name": "beta", "seed": "2"}]
     assert [t["priority"] for t in built] == [5, 7]
@@ -76,32 +77,32 @@ def test_csv_row_with_wrong_width_names_its_line(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(InvalidToken, match=rf"^{path}:3: more values than columns"):
-        tokens.read_file(path)
+        sources.read_file(path)
 
 
 def test_unknown_extension_and_non_utf8(tmp_path):
     with pytest.raises(InvalidToken, match=r"unknown file type '\.txt'"):
         (tmp_path / "t.txt").write_text("x")
-        tokens.read_file(tmp_path / "t.txt")
+        sources.read_file(tmp_path / "t.txt")
     path = tmp_path / "t.jsonl"
     path.write_bytes(b'{"command": "a"}\n{"command": "\xff"}\n')
     with pytest.raises(InvalidToken, match=rf"^{path}:2: not UTF-8"):
-        tokens.read_file(path)
+        sources.read_file(path)
 
 
 def test_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
-        tokens.read_file(tmp_path / "nope.json")
+        sources.read_file(tmp_path / "nope.json")
 
 
 # -- grid and directory ------------------------------------------------------------
 
 def test_grid_is_the_product_of_its_values():
-    records = tokens.grid(["alpha=0.1,0.2", "seed=1..3", "mode=fast"])
+    records = sources.grid(["alpha=0.1,0.2", "seed=1..3", "mode=fast"])
     assert len(records) == 6
     assert records[0].fields == {"alpha": 0.1, "seed": 1, "mode": "fast"}
     assert records[-1].fields == {"alpha": 0.2, "seed": 3, "mode": "fast"}
-    assert [r.fields["n"] for r in tokens.grid(["n=1..2,5,-1..0"])] == [1, 2, 5, -1, 0]
+    assert [r.fields["n"] for r in sources.grid(["n=1..2,5,-1..0"])] == [1, 2, 5, -1, 0]
 
 
 @pytest.mark.parametrize("specs, message", [
@@ -117,7 +118,7 @@ def test_grid_is_the_product_of_its_values():
 ])
 def test_bad_grids_are_rejected(specs, message):
     with pytest.raises(InvalidToken, match=message):
-        tokens.grid(specs)
+        sources.grid(specs)
 
 
 def test_from_dir_makes_one_token_per_matching_file(tmp_path):
@@ -127,13 +128,13 @@ def test_from_dir_makes_one_token_per_matching_file(tmp_path):
     (tmp_path / ".d.dat").write_text("partial copy")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "e.dat").write_text("5")
-    built = shape_all(tokens.scan_dir(tmp_path, "*.dat"), command="process {path}")
+    built = shape_all(sources.scan_dir(tmp_path, "*.dat"), command="process {path}")
     assert [t["input"]["name"] for t in built] == ["a.dat", "b.dat"]
     assert built[0]["input"] == {"path": str(tmp_path / "a.dat"), "name": "a.dat", "stem": "a"}
     assert built[0]["command"] == f"process {tmp_path / 'a.dat'}"
-    assert len(tokens.scan_dir(tmp_path, "**/*.dat")) == 3
+    assert len(sources.scan_dir(tmp_path, "**/*.dat")) == 3
     with pytest.raises(InvalidToken, match="not a directory"):
-        tokens.scan_dir(tmp_path / "a.dat")
+        sources.scan_dir(tmp_path / "a.dat")
 
 
 # -- shaping -----------------------------------------------------------------------
@@ -199,7 +200,7 @@ def test_everything_is_checked_and_every_problem_reported():
                Record({"command": "d", "env": {"A": [1]}}, "f:6"),
                Record({"command": ["ls", 3]}, "f:7")]
     with pytest.raises(InvalidToken) as info:
-        tokens.build(records)
+        shaping.build(records)
     lines = str(info.value).splitlines()
     assert lines[0] == "6 invalid tokens:"
     assert [line.split(":")[1] for line in lines[1:]] == ["2", "3", "4", "5", "6", "7"]
@@ -212,43 +213,43 @@ def test_same_given_id_for_different_tokens_is_an_error():
                Record({"_id": "x", "command": "b"}, "f:2")]
     with pytest.raises(InvalidToken, match="f:2: _id 'x' is already used by a different "
                                            "token at f:1"):
-        tokens.build(records)
+        shaping.build(records)
 
 
 def test_tokens_without_command_pass_when_not_required():
-    token = tokens.build([Record({"x": 1}, "r")], Shape(require_command=False))[0]
+    token = shaping.build([Record({"x": 1}, "r")], Shape(require_command=False))[0]
     assert "command" not in token
 
 
 # -- adding ------------------------------------------------------------------------
 
 def grid_tokens(n: int) -> list[dict]:
-    return tokens.build(tokens.grid([f"seed=1..{n}"]), Shape(command="echo {seed}"))
+    return shaping.build(sources.grid([f"seed=1..{n}"]), Shape(command="echo {seed}"))
 
 
 def test_add_twice_adds_nothing_the_second_time(db):
     new = grid_tokens(7)
     steps = []
-    first = tokens.add(db, new, batch=3, progress=steps.append)
+    first = adding.add(db, new, batch=3, progress=steps.append)
     assert (first.added, first.existing, first.failed) == (7, 0, [])
     assert steps == [3, 3, 1]
-    again = tokens.add(db, grid_tokens(7), batch=3)
+    again = adding.add(db, grid_tokens(7), batch=3)
     assert (again.added, again.existing) == (0, 7)
     rows = db.view("Monitor", "todo")["rows"]
     assert sorted(r["id"] for r in rows) == sorted(t["_id"] for t in new)
 
 
 def test_duplicates_in_one_input_are_added_once(db):
-    report = tokens.add(db, grid_tokens(2) + grid_tokens(2))
+    report = adding.add(db, grid_tokens(2) + grid_tokens(2))
     assert (report.added, report.duplicates) == (2, 2)
 
 
 def test_given_id_conflicts_only_when_the_content_differs(db):
-    first = tokens.build([Record({"_id": "job-1", "command": "a"}, "r")])
-    assert tokens.add(db, first).added == 1
-    same = tokens.add(db, tokens.build([Record({"_id": "job-1", "command": "a"}, "r")]))
+    first = shaping.build([Record({"_id": "job-1", "command": "a"}, "r")])
+    assert adding.add(db, first).added == 1
+    same = adding.add(db, shaping.build([Record({"_id": "job-1", "command": "a"}, "r")]))
     assert (same.existing, same.failed) == (1, [])
-    other = tokens.add(db, tokens.build([Record({"_id": "job-1", "command": "b"}, "r")]))
+    other = adding.add(db, shaping.build([Record({"_id": "job-1", "command": "b"}, "r")]))
     assert other.failed == [("job-1", "a different document with this _id exists")]
     assert db.get("job-1")["command"] == "a"
 
@@ -256,8 +257,8 @@ def test_given_id_conflicts_only_when_the_content_differs(db):
 def test_added_tokens_keep_their_fields(db):
     record = Record({"command": ["python", "x.py"], "env": {"A": 1}, "x": 2,
                      "expected_runtime": 30}, "r")
-    token = tokens.build([record], Shape(priority=3, tags=("t",)))[0]
-    tokens.add(db, [token])
+    token = shaping.build([record], Shape(priority=3, tags=("t",)))[0]
+    adding.add(db, [token])
     stored = db.get(token["_id"])
     assert stored["command"] == ["python", "x.py"]
     assert stored["env"] == {"A": "1"}
@@ -271,7 +272,7 @@ def test_watch_adds_new_files_once_they_stop_changing(db, tmp_path):
     (tmp_path / "first.dat").write_text("1")
     reports = []
 
-    def added(report: tokens.AddReport) -> None:
+    def added(report: adding.AddReport) -> None:
         reports.append(report)
         if len(reports) == 1:
             (tmp_path / "second.dat").write_text("2")
@@ -280,7 +281,7 @@ def test_watch_adds_new_files_once_they_stop_changing(db, tmp_path):
             shutdown.requested.set()
 
     try:
-        total = tokens.watch(db, tmp_path, "*.dat", Shape(command="cat {path}"),
+        total = injector.watch(db, tmp_path, "*.dat", Shape(command="cat {path}"),
                              interval=0.1, max_time=30, on_added=added)
     finally:
         shutdown.reset()
@@ -294,7 +295,7 @@ def test_watch_adds_new_files_once_they_stop_changing(db, tmp_path):
 def test_watch_stops_on_the_shutdown_flag(db, tmp_path):
     shutdown.reset()
     result = []
-    watcher = threading.Thread(target=lambda: result.append(tokens.watch(
+    watcher = threading.Thread(target=lambda: result.append(injector.watch(
         db, tmp_path, "*", Shape(command="cat {path}"), interval=0.1, max_time=30)))
     watcher.start()
     shutdown.requested.set()
@@ -306,18 +307,17 @@ def test_watch_stops_on_the_shutdown_flag(db, tmp_path):
 
 def test_watch_records_json_ready_reports(db, tmp_path):
     (tmp_path / "a.dat").write_text("1")
-    total = tokens.watch(db, tmp_path, "*", Shape(command="cat {path}"), interval=0.1,
+    total = injector.watch(db, tmp_path, "*", Shape(command="cat {path}"), interval=0.1,
                          max_time=0)
     assert json.loads(json.dumps(total.as_dict()))["added"] == 1
 
 
 def test_adding_a_token_with_a_priority_switches_the_pool_to_priorities(db):
     from picas import pool
-    from picas import tokens as token_lib
     plain = {**pilot_token("plain"), "priority": 0}
-    token_lib.add(db, [plain])
+    adding.add(db, [plain])
     assert pool.uses_priorities(db) is False
-    token_lib.add(db, [{**pilot_token("urgent"), "priority": 5}])
+    adding.add(db, [{**pilot_token("urgent"), "priority": 5}])
     assert pool.uses_priorities(db) is True
 
 

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from .. import errors, status
+from .. import errors, overview
 from ..state import TokenState
 from .common import App, duration, echo_json, pass_app, shorten, table
 
@@ -94,7 +94,7 @@ def status_command(app: App, as_json: bool, watch: bool, interval: float, until_
     """
     db = app.open_database()
     if not watch:
-        summary = status.summary(db, running_limit=running_limit)
+        summary = overview.summary(db, running_limit=running_limit)
         if as_json:
             echo_json(summary)
         else:
@@ -105,7 +105,7 @@ def status_command(app: App, as_json: bool, watch: bool, interval: float, until_
     try:
         while True:
             try:
-                summary = status.summary(db, running_limit=running_limit)
+                summary = overview.summary(db, running_limit=running_limit)
             except (errors.ConnectionFailed, errors.ServerError) as exc:
                 if first:
                     raise

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .. import designdocs, errors, operations, shutdown, state, tokens
+from .. import adding, designdocs, errors, injector, operations, shaping, shutdown, sources, state
 from ..database import Database
 from .common import App, CliError, confirm, duration, echo_json, pass_app, plural, shorten, table
 
@@ -33,7 +33,7 @@ def tokens_group() -> None:
 
 # -- add -------------------------------------------------------------------------
 
-def _add_summary(report: tokens.AddReport, db: Database) -> str:
+def _add_summary(report: adding.AddReport, db: Database) -> str:
     text = f"added {plural(report.added, 'token')} to database '{db.name}'"
     notes = []
     if report.existing:
@@ -46,7 +46,7 @@ def _add_summary(report: tokens.AddReport, db: Database) -> str:
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def _fail_if_failed(report: tokens.AddReport, db: Database) -> None:
+def _fail_if_failed(report: adding.AddReport, db: Database) -> None:
     reasons = {reason for _, reason in report.failed}
     if len(reasons) == 1 and len(report.failed) > 1:
         # One cause (a user who may not write, say): say it once.
@@ -96,7 +96,7 @@ class _Signals:
 @click.option("--no-command", is_flag=True,
               help="Allow tokens without a command, for your own pilot script (RunActor) "
                    "that reads their input.")
-@click.option("--batch", type=click.IntRange(1, 10000), default=tokens.DEFAULT_BATCH,
+@click.option("--batch", type=click.IntRange(1, 10000), default=adding.DEFAULT_BATCH,
               show_default=True, help="Tokens per bulk request.")
 @click.option("--dry-run", is_flag=True, help="Check the input and show the tokens; add nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -123,14 +123,14 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
       picas tokens add --from-dir incoming/ --watch --command 'process {path}'
     """
     _check_add_options(files, grids, from_dir, pattern, watch, dry_run, no_command, template)
-    how = tokens.Shape(command=template, priority=priority, max_attempts=max_attempts,
+    how = shaping.Shape(command=template, priority=priority, max_attempts=max_attempts,
                        tags=tuple(tag_names), require_command=not no_command)
     if watch:
         assert from_dir is not None  # checked above: --watch needs --from-dir
         _watch(app, files, from_dir, pattern or "*", how, interval, max_time, batch, as_json)
         return
     try:
-        new = tokens.build(_read_records(files, grids, from_dir, pattern), how)
+        new = shaping.build(_read_records(files, grids, from_dir, pattern), how)
     except errors.InvalidToken as exc:
         raise errors.InvalidToken(f"{exc}\nnothing was added") from None
     if dry_run:
@@ -166,23 +166,23 @@ def _check_add_options(files: tuple[Path, ...], grids: tuple[str, ...],
 
 
 def _read_records(files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Path | None,
-                  pattern: str | None) -> list[tokens.Record]:
+                  pattern: str | None) -> list[sources.Record]:
     if grids:
-        return tokens.grid(grids)
-    records: list[tokens.Record] = []
+        return sources.grid(grids)
+    records: list[sources.Record] = []
     for path in files:
-        records.extend(tokens.read_file(path))
+        records.extend(sources.read_file(path))
     if from_dir:
-        records.extend(tokens.scan_dir(from_dir, pattern or "*"))
+        records.extend(sources.scan_dir(from_dir, pattern or "*"))
     return records
 
 
-def _add_with_progress(db: Database, new: list[dict], batch: int) -> tokens.AddReport:
+def _add_with_progress(db: Database, new: list[dict], batch: int) -> adding.AddReport:
     if len(new) < PROGRESS_FROM:
-        return tokens.add(db, new, batch)
+        return adding.add(db, new, batch)
     with click.progressbar(length=len(new), label="adding tokens",
                            file=sys.stderr) as bar:
-        return tokens.add(db, new, batch, progress=bar.update)
+        return adding.add(db, new, batch, progress=bar.update)
 
 
 def _show_dry_run(new: list[dict], as_json: bool) -> None:
@@ -197,21 +197,21 @@ def _show_dry_run(new: list[dict], as_json: bool) -> None:
 
 
 def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
-           how: tokens.Shape, interval: float, max_time: float | None, batch: int,
+           how: shaping.Shape, interval: float, max_time: float | None, batch: int,
            as_json: bool) -> None:
     db = app.open_database()
     if files:
-        _fail_if_failed(tokens.add(db, tokens.build(
-            [r for path in files for r in tokens.read_file(path)], how), batch), db)
+        _fail_if_failed(adding.add(db, shaping.build(
+            [r for path in files for r in sources.read_file(path)], how), batch), db)
 
-    def report(step: tokens.AddReport) -> None:
+    def report(step: adding.AddReport) -> None:
         if not as_json:
             click.echo(_add_summary(step, db))
 
     if not as_json:
         click.echo(f"watching {directory} for {pattern} (Ctrl-C stops)", err=True)
     with _Signals():
-        total = tokens.watch(db, directory, pattern, how, interval=interval,
+        total = injector.watch(db, directory, pattern, how, interval=interval,
                              max_time=max_time, batch=batch, on_added=report)
     if as_json:
         echo_json({**total.as_dict(), "database": db.name})

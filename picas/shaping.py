@@ -1,0 +1,265 @@
+"""Records into tokens: which fields a token takes, its command and its id.
+
+A record's keys that are token fields (``command``, ``env``, ``priority``,
+``tags``, ``max_attempts``, ``expected_runtime``, ``input``, ``_id``) stay
+on the token; every other key goes into its ``input``. :func:`build`
+checks every record before any token is written.
+
+A token's id is a hash of what it runs (command, input, env) unless the
+record gives ``_id``, so adding the same input twice adds nothing the
+second time: the conflict on the existing id means "already there".
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import errors
+from .jobid import JOB_ID_FIELDS
+from .sources import Record
+from .token import Token, blank
+
+#: Record keys that are token fields; all other keys go into ``input``.
+TOKEN_FIELDS = ("_id", "type", "command", "env", "priority", "tags", "max_attempts",
+                "expected_runtime", "input")
+#: Fields that only pilots and state changes write.
+MANAGED_FIELDS = frozenset({"lock", "done", "hostname", "scrub_count", "exit_code", "output",
+                            "error", "uploads", "attempts", "lease", "cancel_requested",
+                            "retry_base", *JOB_ID_FIELDS})
+MAX_REPORTED = 10
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the command line sets on every token; it wins over the records."""
+
+    command: str | None = None
+    priority: float | None = None
+    max_attempts: int | None = None
+    tags: tuple[str, ...] = ()
+    require_command: bool = True
+
+
+class _Template(string.Formatter):
+    """``str.format`` that shell-quotes every value it fills in."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, (dict, list)):
+            text = json.dumps(value, sort_keys=True)
+        else:
+            text = format(value, format_spec)
+        return shlex.quote(text)
+
+
+def check_template(template: str) -> None:
+    """Fail once for a malformed template, not once per token."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise errors.InvalidToken(f"--command {template!r}: {exc}; write {{{{ and }}}} "
+                                  "for literal braces") from None
+    for name in fields:
+        if name == "" or name.isdigit():
+            raise errors.InvalidToken(f"--command {template!r}: name the token field in "
+                                      "each {}, for example {seed}")
+
+
+def fill(template: str, token: Token) -> str:
+    """The command for ``token``: ``{name}`` becomes the (shell-quoted) field value.
+
+    Fields of ``input`` and the token's own fields (``priority``,
+    ``tags`` ...) can be used; input wins when both have a name.
+    """
+    values = {k: v for k, v in token.items() if k in TOKEN_FIELDS and k != "command"}
+    if isinstance(token.get("input"), dict):
+        values.update(token["input"])
+    try:
+        return _Template().vformat(template, (), values)
+    except (KeyError, IndexError, AttributeError, TypeError) as exc:
+        known = ", ".join(sorted(str(k) for k in values)) or "none"
+        missing = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise errors.InvalidToken(f"--command uses {{{missing}}}, but the token has no such "
+                                  f"field (its fields: {known})") from None
+    except ValueError as exc:
+        raise errors.InvalidToken(f"--command {template!r}: {exc}") from None
+
+
+def token_id(token: Token) -> str:
+    """The id a token gets from its content: what it runs and with what."""
+    content = {"command": token.get("command"), "input": token.get("input", {}),
+               "env": token.get("env") or {}}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "t-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def _number(name: str, value: Any, *, whole: bool = False, minimum: float | None = None) -> Any:
+    """A numeric field, from a number or (CSV) text; ValueError says what is wrong."""
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be {kind}, not {json.dumps(value)}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be {kind}, not {value!r}") from None
+    if not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{name} must be {kind}, not {json.dumps(value)}")
+    if whole:
+        if float(value) != int(value):
+            raise ValueError(f"{name} must be {kind}, not {value}")
+        value = int(value)
+    elif float(value).is_integer():
+        value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g}, not {value}")
+    return value
+
+
+def _command(value: Any) -> str | list[str]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("command is empty")
+        return value
+    if isinstance(value, list) and value and all(isinstance(a, str) for a in value):
+        return list(value)
+    raise ValueError("command must be a string (run by a shell) or a non-empty list of "
+                     "strings (run directly)")
+
+
+def _env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("env must be a mapping of variable names to values")
+    env = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ValueError(f"env: {key!r} is not a valid variable name")
+        if isinstance(item, (dict, list)) or item is None:
+            raise ValueError(f"env: {key} must be text or a number")
+        env[key] = item if isinstance(item, str) else json.dumps(item)
+    return env
+
+
+def _tags(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [t for t in (part.strip() for part in value.split(",")) if t]
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        raise ValueError("tags must be a list of non-empty strings")
+    return value
+
+
+def shape(record: Record, how: Shape = Shape()) -> Token:
+    """The token for one record; :class:`InvalidToken` says ``ORIGIN: reason``."""
+    try:
+        return _shape(record.fields, how)
+    except (ValueError, errors.InvalidToken) as exc:
+        raise errors.InvalidToken(f"{record.origin}: {exc}") from None
+
+
+def _shape(fields: Any, how: Shape) -> Token:
+    own, extra = _split(fields)
+    if own.get("type", "token") != "token":
+        raise ValueError(f"type must be \"token\", not {json.dumps(own['type'])}")
+    token = blank(input=_input(own, extra))
+    _set_options(token, own, how)
+    if "_id" in own:
+        if not isinstance(own["_id"], str) or not own["_id"] or own["_id"].startswith("_"):
+            raise ValueError("_id must be a non-empty string not starting with '_'")
+        token["_id"] = own["_id"]
+    if how.command is not None:
+        token["command"] = fill(how.command, token)
+    elif "command" in own:
+        token["command"] = _command(own["command"])
+    elif how.require_command:
+        raise ValueError("no command: give the token a 'command' field, or use "
+                         "--command TEMPLATE (for example --command 'run.sh {path}')")
+    token.setdefault("_id", token_id(token))
+    return token
+
+
+def _split(fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The token's own fields, and the rest (which go into its input)."""
+    if not isinstance(fields, dict):
+        kind = "a list" if isinstance(fields, list) else json.dumps(fields)
+        raise ValueError(f"a token must be an object of fields, not {kind}")
+    own: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in fields.items():
+        if not isinstance(key, str):
+            raise ValueError(f"field name {key!r} is not text")
+        if key in MANAGED_FIELDS or (key.startswith("_") and key != "_id"):
+            raise ValueError(f"field '{key}' is managed by picas: remove it from the input")
+        (own if key in TOKEN_FIELDS else extra)[key] = value
+    return own, extra
+
+
+def _input(own: dict[str, Any], extra: dict[str, Any]) -> Any:
+    data = own.get("input", {})
+    if not extra:
+        return data
+    if not isinstance(data, dict):
+        raise ValueError("input is not an object, so the fields "
+                         f"{', '.join(sorted(extra))} cannot go into it")
+    clash = sorted(set(extra) & set(data))
+    if clash:
+        raise ValueError(f"'{clash[0]}' is given both in input and beside it")
+    return {**data, **extra}
+
+
+def _set_options(token: dict[str, Any], own: dict[str, Any], how: Shape) -> None:
+    """env, priority, max_attempts, expected_runtime and tags, checked."""
+    if "env" in own:
+        token["env"] = _env(own["env"])
+    priority = how.priority if how.priority is not None else own.get("priority")
+    if priority is not None:
+        token["priority"] = _number("priority", priority)
+    attempts = how.max_attempts if how.max_attempts is not None else own.get("max_attempts")
+    if attempts is not None:
+        token["max_attempts"] = _number("max_attempts", attempts, whole=True, minimum=1)
+    if own.get("expected_runtime") is not None:
+        token["expected_runtime"] = _number("expected_runtime", own["expected_runtime"],
+                                            minimum=0)
+    tags = _tags(own.get("tags", [])) + list(how.tags)
+    if tags:
+        token["tags"] = list(dict.fromkeys(tags))
+
+
+def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
+    """Tokens for all records, or one :class:`InvalidToken` listing what is wrong.
+
+    Everything is checked first, so a bad record anywhere adds nothing.
+    """
+    if how.command is not None:
+        check_template(how.command)
+    tokens: list[Token] = []
+    problems: list[str] = []
+    given: dict[str, tuple[dict, str]] = {}
+    for record in records:
+        try:
+            token = shape(record, how)
+        except errors.InvalidToken as exc:
+            problems.append(str(exc))
+            continue
+        if isinstance(record.fields, dict) and "_id" in record.fields:
+            first = given.setdefault(token["_id"], (token, record.origin))
+            if first[0] is not token and _content(first[0]) != _content(token):
+                problems.append(f"{record.origin}: _id '{token['_id']}' is already used by "
+                                f"a different token at {first[1]}")
+                continue
+        tokens.append(token)
+    if problems:
+        shown = problems[:MAX_REPORTED]
+        more = len(problems) - len(shown)
+        header = f"{len(problems)} invalid tokens:\n" if len(problems) > 1 else ""
+        tail = f"\n... and {more} more" if more else ""
+        raise errors.InvalidToken(header + "\n".join(shown) + tail)
+    return tokens
+
+
+def _content(token: Token) -> Token:
+    return {k: v for k, v in token.items() if not k.startswith("_")}
