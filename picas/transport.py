@@ -188,7 +188,6 @@ class Transport:
 
     def _error(self, response: requests.Response, path: list[str],
                database: str | None) -> errors.PicasError:
-        status = response.status_code
         try:
             body = response.json()
         except ValueError:
@@ -196,37 +195,43 @@ class Transport:
         if not isinstance(body, dict):
             body = {}
         reason = body.get("reason") or body.get("error") or response.reason
-        who = f"user '{self.username}'" if self.username else "anonymous access"
-        db = database or (path[0] if path else "")
-        if status == 401:
-            return errors.AuthenticationFailed(
-                f"{self.url} rejected {who}: check the username and password "
-                "(PICAS_USERNAME / PICAS_PASSWORD), and that the user may use "
-                f"database '{db}'")
-        if status == 403 and "locked" in str(reason).lower():
-            return errors.AccountLocked(
-                f"{self.url} has locked out {who} after repeated failed logins "
-                f"({reason}): fix the password, and start nothing with it until the "
-                "lock ends (CouchDB's [chttpd_auth_lockout] lockout_duration, "
-                "5 minutes by default)")
-        if status == 403:
-            return errors.PermissionDenied(
-                f"{who} may not do this on database '{db}' at {self.url} ({reason}): "
-                "ask a server admin to add the user as a member "
-                f"(picas db create --member NAME)")
-        if status == 404:
-            return errors.NotFound(f"not found at {self.url}: /{'/'.join(path)} ({reason})")
-        if status == 409:
-            return errors.Conflict(f"conflict on /{'/'.join(path)}: {reason}")
-        if status == 412:
-            # CouchDB's answer to creating a database that exists.
-            return errors.DatabaseExists(f"conflict on /{'/'.join(path)}: {reason}")
-        if status >= 500:
-            return errors.ServerError(
-                f"{self.url} failed with HTTP {status} ({reason}); try again, "
-                "and check the server's log if it persists")
-        return errors.RequestRejected(
-            f"{self.url} refused the request with HTTP {status}: {reason}")
+        return error_for(response.status_code, reason, path, self.url, self.username, database)
+
+
+def error_for(status: int, reason: str, path: list[str], url: str, username: str | None,
+              database: str | None) -> errors.PicasError:
+    """The exception for an HTTP error status from the server at ``url``."""
+    who = f"user '{username}'" if username else "anonymous access"
+    db = database or (path[0] if path else "")
+    if status == 401:
+        return errors.AuthenticationFailed(
+            f"{url} rejected {who}: check the username and password "
+            "(PICAS_USERNAME / PICAS_PASSWORD), and that the user may use "
+            f"database '{db}'")
+    if status == 403 and "locked" in str(reason).lower():
+        return errors.AccountLocked(
+            f"{url} has locked out {who} after repeated failed logins "
+            f"({reason}): fix the password, and start nothing with it until the "
+            "lock ends (CouchDB's [chttpd_auth_lockout] lockout_duration, "
+            "5 minutes by default)")
+    if status == 403:
+        return errors.PermissionDenied(
+            f"{who} may not do this on database '{db}' at {url} ({reason}): "
+            "ask a server admin to add the user as a member "
+            f"(picas db create --member NAME)")
+    if status == 404:
+        return errors.NotFound(f"not found at {url}: /{'/'.join(path)} ({reason})")
+    if status == 409:
+        return errors.Conflict(f"conflict on /{'/'.join(path)}: {reason}")
+    if status == 412:
+        # CouchDB's answer to creating a database that exists.
+        return errors.DatabaseExists(f"conflict on /{'/'.join(path)}: {reason}")
+    if status >= 500:
+        return errors.ServerError(
+            f"{url} failed with HTTP {status} ({reason}); try again, "
+            "and check the server's log if it persists")
+    return errors.RequestRejected(
+        f"{url} refused the request with HTTP {status}: {reason}")
 
 
 def mark_accepted(body: Any) -> None:
