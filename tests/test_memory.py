@@ -160,16 +160,34 @@ class Pilot:
     keeper: LeaseKeeper = field(init=False)
     writer: ResultWriter = field(init=False)
 
+    #: token id -> until when the cluster confirmed this pilot's lease
+    until: dict[str, float] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.holder = Holder(self.name, "host")
         self.keeper = LeaseKeeper(self.db, LEASE)
         self.writer = ResultWriter(self.db)
 
+    def claimed(self, tokens: list) -> None:
+        self.keeper.hold(tokens)
+        self.until.update((t["_id"], t["lease"]["expires"]) for t in tokens)
+
+    def renewed(self) -> None:
+        """Count a renewal only where the cluster has it: one answered
+        "accepted" may never come through. (The keeper itself counts it:
+        see the xfail test below.)"""
+        for token_id in list(self.until):
+            mine = self.keeper.get(token_id)
+            if mine is None:
+                del self.until[token_id]
+            elif self.db.get(token_id)["_rev"] == mine["_rev"]:
+                self.until[token_id] = mine["lease"]["expires"]
+
     def holds(self, now: float) -> set[str]:
-        """The tokens this pilot would be running now: claimed, and its own
-        latest revision of the lease not yet expired."""
-        held = (self.keeper.get(t) for t in list(self.keeper._held))
-        return {t["_id"] for t in held if t and t["lease"]["expires"] > now}
+        """The tokens this pilot may be running now: its lease on them
+        confirmed until later than now."""
+        return {t for t, until in self.until.items()
+                if until > now and self.keeper.get(t) is not None}
 
 
 PILOTS = st.integers(0, 1)
@@ -229,6 +247,28 @@ def test_never_two_holders_and_nothing_lost(tokens, actions):
     assert all(already_recorded(final[r.token_id], r) for r in reported)
 
 
+@pytest.mark.xfail(strict=True, reason="known gap: a renewal answered 'accepted' after the "
+                   "lease ran out still counts as held until the next renewal finds the "
+                   "token taken")
+def test_an_unconfirmed_renewal_after_the_lease_ran_out_is_not_counted_as_held():
+    clock = Clock()
+    with mock.patch("time.time", clock.time), mock.patch("time.sleep", clock.sleep):
+        server = MemoryServer()
+        db = memory_database(server=server)
+        db.bulk_docs([blank(_id="t0", command="true")])
+        late, other = Pilot(db, "late"), Pilot(db, "other")
+        late.claimed(claim.claim(db, late.holder, lease_seconds=LEASE,
+                                 source=late.source).tokens)
+        clock.now += LEASE + 1  # the late pilot stalled past its lease
+        server.unconfirmed = lambda doc_id: True
+        late.keeper.renew()
+        server.unconfirmed = lambda doc_id: False
+        other.claimed(claim.claim(db, other.holder, lease_seconds=LEASE,
+                                  source=other.source).tokens)
+        both = late.keeper.get("t0") is not None and other.keeper.get("t0") is not None
+    assert not both
+
+
 def _act(action: tuple, pilots: list[Pilot], server: MemoryServer, clock: Clock,
          reported: list[Result], generation: int) -> None:
     kind = action[0]
@@ -244,9 +284,10 @@ def _act(action: tuple, pilots: list[Pilot], server: MemoryServer, clock: Clock,
     elif kind == "claim":
         pilot = pilots[action[1]]
         got = claim.claim(pilot.db, pilot.holder, lease_seconds=LEASE, source=pilot.source)
-        pilot.keeper.hold(got.tokens)
+        pilot.claimed(got.tokens)
     elif kind == "renew":
         pilots[action[1]].keeper.renew()
+        pilots[action[1]].renewed()
     else:
         _finish(pilots[action[1]], action[2], reported)
 
@@ -256,6 +297,7 @@ def _finish(pilot: Pilot, succeeded: bool, reported: list[Result]) -> None:
     if not held:
         return
     current = pilot.keeper.take(held[0])
+    pilot.until.pop(held[0], None)
     assert current is not None
     outcome = Outcome.SUCCEEDED if succeeded else Outcome.FAILED
     attempt = state.new_attempt(current, outcome, exit_code=0 if succeeded else 1)
@@ -276,7 +318,7 @@ def _drain(db: Database, server: MemoryServer, clock: Clock) -> None:
         got = claim.claim(db, pilot.holder, lease_seconds=LEASE, source=claim.ChangesSource())
         if not got.tokens and not got.recovered:
             return
-        pilot.keeper.hold(got.tokens)
+        pilot.claimed(got.tokens)
         while pilot.keeper._held:
             _finish(pilot, True, [])
     pytest.fail("the drain did not end")
