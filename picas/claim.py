@@ -348,8 +348,12 @@ def _withdraw(db: Database, doubtful: list[dict]) -> None:
     log.info("%d lock(s) not confirmed by a quorum: marked in doubt, not run", len(doubtful))
     try:
         db.bulk_docs(doubtful)
+        # Where the lock that holds the quorum shows already, give way to it
+        # now: until then, views show whichever branch CouchDB picks.
+        for doc in doubtful:
+            conflicts.current(db, doc["_id"])
     except (errors.ConnectionFailed, errors.ServerError) as exc:
-        log.warning("could not mark %d lock(s) in doubt: %s", len(doubtful), exc)
+        log.warning("could not mark or resolve %d lock(s) in doubt: %s", len(doubtful), exc)
 
 
 def release(db: Database, tokens: list[dict]) -> int:

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from . import designdocs, errors, state
-from .database import Database
+from . import conflicts, designdocs, errors, state
+from .database import Database, confirmed
 from .state import TokenState
 
 log = logging.getLogger(__name__)
@@ -127,15 +127,20 @@ def _apply_once(db: Database, ids: list[str], transition: Transition,
             changed.append(transition(doc))
         except errors.InvalidToken:
             report.skipped += 1
-    conflicts = []
+    retry = []
     for doc, result in zip(changed, db.bulk_docs(changed)):
-        if "error" not in result:
+        if "error" not in result and not confirmed(result):
+            # A cluster stored it on too few replicas: a write made meanwhile
+            # may win. Keep one branch now, and apply the change again to it.
+            conflicts.current(db, doc["_id"])
+            retry.append(doc["_id"])
+        elif "error" not in result:
             report.changed += 1
             new_state = "deleted" if doc.get("_deleted") else state.classify(doc)
             report.states[getattr(new_state, "value", new_state)] += 1
         elif result["error"] == "conflict":
-            conflicts.append(doc["_id"])
+            retry.append(doc["_id"])
         else:
             report.failed.append((doc["_id"], result.get("reason") or result["error"]))
-    return conflicts
+    return retry
 

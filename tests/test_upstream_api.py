@@ -19,6 +19,7 @@ from picas.iterators import (EndlessViewIterator, PrioritizedViewIterator, TaskV
                              ViewIterator)
 from picas.modifiers import BasicTokenModifier, NestedTokenModifier, TokenModifier
 from picas.state import Holder, TokenState
+from support import eventually
 
 JOB_ENV = ("DIRACJOBID", "GLITE_WMS_JOBID", "CREAM_JOBID", "PBS_JOBID",
            "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID")
@@ -125,7 +126,7 @@ def test_get_from_view_returns_the_current_documents(client):
 def test_get_single_from_view(client):
     assert client.get_single_from_view("todo") is None
     _save_tokens(client, 5)
-    assert client.get_single_from_view("todo").id == "t0"
+    assert eventually(lambda: getattr(client.get_single_from_view("todo"), "id", None), "t0")
     picks = {client.get_single_from_view("todo", window_size=2).id for _ in range(40)}
     assert picks <= {"t0", "t1"}
     assert client.get_single_from_view("todo_by_priority", design_doc="Pilot") is not None
@@ -215,7 +216,7 @@ def test_set_users_writes_the_security_document(client, db):
 def test_is_view_nonempty(client):
     assert client.is_view_nonempty("todo") is False
     _save_tokens(client, 1)
-    assert client.is_view_nonempty("todo") is True
+    eventually(lambda: client.is_view_nonempty("todo"), True)
     assert client.is_view_nonempty("todo_by_priority", design_doc="Pilot") is True
     assert client.is_view_nonempty("locked") is False
     assert client.is_view_nonempty("no_such_view") is False
@@ -224,7 +225,7 @@ def test_is_view_nonempty(client):
 def test_doc_count(client):
     before = client.doc_count()
     _save_tokens(client, 3)
-    assert client.doc_count() == before + 3
+    eventually(client.doc_count, before + 3)
 
 
 # -- documents -------------------------------------------------------------------
@@ -500,7 +501,7 @@ def test_task_view_iterator_drains_the_database(client):
         task["exit_code"] = 0
         client.save(task)
     assert sorted(seen) == sorted(f"t{i}" for i in range(10))
-    assert _ids(client, "done") == sorted(seen) and _ids(client, "todo") == []
+    eventually(lambda: (_ids(client, "done"), _ids(client, "todo")), (sorted(seen), []))
 
 
 def test_prioritized_view_iterator_takes_the_high_view_first(client):

@@ -21,7 +21,7 @@ from picas.database import Database
 from picas.documents import Task
 from picas.state import TokenState
 
-from support import missing
+from support import eventually, missing
 
 T = 1_700_000_000
 MISSING = object()
@@ -126,7 +126,7 @@ def test_every_state_view_returns_exactly_what_classify_says(db, curated):
     expected = _expected_ids(curated)
     assert "todo_task_default" in expected[TokenState.TODO]
     for name, token_state in STATE_VIEWS.items():
-        assert _view_ids(db, "Monitor", name) == expected[token_state], name
+        eventually(lambda: _view_ids(db, "Monitor", name), expected[token_state])
     all_in_views = set().union(*expected.values())
     assert not all_in_views & {"no_lock", "type_task", "deleted_todo",
                                "_design/looks_like_a_token"}
@@ -174,6 +174,7 @@ def test_todo_by_priority_is_the_todo_view_highest_priority_first(db):
     docs = [_token(f"p{i}", dict(lock=0, done=0, priority=p)) for i, p in enumerate(priorities)]
     docs.append(_token("locked_high", dict(lock=T, done=0, priority=100)))
     _save(db, docs)
+    eventually(lambda: len(db.view("Pilot", "todo_by_priority")["rows"]), 8)
     rows = db.view("Pilot", "todo_by_priority", include_docs=True)["rows"]
     assert sorted(r["id"] for r in rows) == _view_ids(db, "Monitor", "todo")
     got = [float(r["doc"].get("priority") or 0) for r in rows]
@@ -198,7 +199,7 @@ def test_views_agree_with_classify_on_every_combination(db):
     expected = _expected_ids(docs)
     assert all(expected.values())
     for name, token_state in STATE_VIEWS.items():
-        assert _view_ids(db, "Monitor", name) == expected[token_state], name
+        eventually(lambda: _view_ids(db, "Monitor", name), expected[token_state])
     counts = {json.dumps(s.value): len(ids) for s, ids in expected.items()}
     assert _grouped(db, "overview_total") == counts
 
