@@ -42,6 +42,11 @@ MIN_WINDOW = 50
 SHARE = 4
 #: Seconds that a lost race makes a pilot pick its tokens by hash (see _preferred).
 CONTESTED_FOR = 60.0
+#: What a pilot reads of the changes feed on Apache CouchDB: tokens not
+#: finished (todo, locked, held). Late in a drain, most of the feed is
+#: finished tokens that every pilot would read; filtered on the server they
+#: cost it 2.5 times less (measured on CouchDB 3.5), and the pilot nothing.
+UNFINISHED = {"type": "token", "done": {"$in": [0, "0", ""]}}
 
 
 @dataclass
@@ -108,10 +113,14 @@ class ChangesSource:
         self._rows: list[tuple[str, object, bool]] = []
         #: when this pilot last lost a race for a token (monotonic clock)
         self._lost_at: float | None = None
+        #: the feed's filter: UNFINISHED on Apache CouchDB, {} for none (None: not known yet)
+        self._selector: dict | None = None
 
     def fetch(self, db: Database, window: int) -> Window:
-        rows = db.changes(since=self.cursor, limit=window, include_docs=True,
-                          conflicts=True)["results"]
+        if self._selector is None:
+            self._selector = UNFINISHED if db.transport.is_apache_couchdb() else {}
+        rows = db.changes(self._selector or None, since=self.cursor, limit=window,
+                          include_docs=True, conflicts=True)["results"]
         now = time.time()
         docs, self._rows = [], []
         for row in rows:

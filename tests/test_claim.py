@@ -325,7 +325,10 @@ def test_a_pilot_sharing_a_window_reads_it_once():
                                                       "lock": 0, "done": 0}} for i in range(100)]
 
     class Feed:
-        def changes(self, since, limit, **_):
+        class transport:
+            is_apache_couchdb = staticmethod(lambda: False)
+
+        def changes(self, selector, since, limit, **_):
             return {"results": [row for row in rows if row["seq"] > since][:limit]}
 
     alone, sharing = claim.ChangesSource(), _contested_source()
