@@ -347,7 +347,7 @@ class Pilot:
             attachments = {f"attempt-{n}.{name}": ("text/plain", data)
                            for name, data in (("stdout", done.stdout), ("stderr", done.stderr))
                            if data}
-            extra = dict(done.notes)
+            extra = {**done.notes, **done.usage, "provenance": done.provenance}
         if error:
             extra["error"] = error
         attempt = state.new_attempt(
