@@ -15,7 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import claim, designdocs, errors, lease, pool, results, runner, shutdown, state
+from . import (claim, designdocs, errors, lease, pool, results, runner, shutdown, state,
+               triage)
 from .database import Database
 from .state import Holder, Outcome
 
@@ -350,6 +351,9 @@ class Pilot:
             extra = {**done.notes, **done.usage, "provenance": done.provenance}
         if error:
             extra["error"] = error
+        if outcome.is_application_failure:
+            # Computed now, so that `picas errors` groups by reading a view.
+            extra["signature"] = triage.signature(done.stderr if done else b"", outcome, error)
         attempt = state.new_attempt(
             current, outcome,
             start=done.start if done else None, end=done.end if done else None,
