@@ -26,7 +26,12 @@ _RSS_UNIT = 1 if sys.platform != "darwin" else 1 / 1024
 
 
 def usage(rusage: resource.struct_rusage | None) -> dict[str, Any]:
-    """CPU seconds and peak memory of a command's process tree, for its attempt."""
+    """CPU seconds and peak memory of a command's process tree, for its attempt.
+
+    The kernel counts the memory that a new process starts with, a copy of
+    the pilot's, in its peak: so no attempt shows less than about the
+    pilot's own size (some 30 MiB), and small commands show just that.
+    """
     if rusage is None:
         return {}
     return {"cpu_user_s": round(rusage.ru_utime, 3), "cpu_sys_s": round(rusage.ru_stime, 3),

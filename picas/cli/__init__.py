@@ -27,6 +27,7 @@ COMMAND_MODULES = {
     "logs": "tokens_cmd", "export": "tokens_cmd", "status": "status_cmd",
     "server": "server_cmd", "pilot": "pilot_cmd", "recover": "pilot_cmd",
     "pilots": "slurm_cmd", "autopilot": "slurm_cmd", "errors": "errors_cmd",
+    "report": "report_cmd",
 }
 
 
