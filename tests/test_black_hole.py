@@ -25,7 +25,7 @@ def _black_hole_pilot(env: dict, tmp_path, *args: str):
 
 
 def test_a_black_hole_pilot_stops_while_healthy_pilots_drain_the_pool(db, pilot_env, tmp_path):
-    add(db, tokens({f"t{i:02d}": TASK for i in range(40)}, max_attempts=1))
+    add(db, tokens({f"t{i:02d}": TASK for i in range(60)}, max_attempts=1))
     healthy = [start_pilot(pilot_env, "--host", f"good-{n}", workdir=tmp_path / f"good{n}")
                for n in range(2)]
     wait_for(lambda: states(db).get("done", 0) >= 2)
@@ -40,8 +40,8 @@ def test_a_black_hole_pilot_stops_while_healthy_pilots_drain_the_pool(db, pilot_
     assert line.startswith("error: stopped claiming: this host (bad-node) failed 5 different "
                            "tokens in a row that did not fail on other hosts")
     # max_attempts is 1, yet no token went to error: the failures were the node's
-    assert states(db) == {"done": 40}
-    blamed = [doc for doc in (db.get(f"t{i:02d}") for i in range(40))
+    assert states(db) == {"done": 60}
+    blamed = [doc for doc in (db.get(f"t{i:02d}") for i in range(60))
               if any(a["host"] == "bad-node" for a in doc["attempts"])]
     assert len(blamed) == 5
     for doc in blamed:
