@@ -15,6 +15,7 @@ from .database import Database
 
 MONITOR = "Monitor"
 PILOT = "Pilot"
+TRIAGE = "Triage"
 #: Writes of one design document tried before giving up on conflicts.
 TRIES = 5
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
-from . import errors, pool, shutdown
+from . import errors, pool, provenance, shutdown
 from .database import Database
 from .documents import Task
 from .jobid import JOB_ID_FIELDS
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: Record keys that are token fields; all other keys go into ``input``.
 TOKEN_FIELDS = ("_id", "type", "command", "env", "priority", "tags", "max_attempts",
-                "expected_runtime", "input")
+                "expected_runtime", "input", "files")
 #: Fields that only pilots and state changes write.
 MANAGED_FIELDS = frozenset({"lock", "done", "hostname", "scrub_count", "exit_code", "output",
                             "error", "uploads", "attempts", "lease", "cancel_requested",
@@ -431,6 +431,8 @@ def _shape(fields: Any, how: Shape) -> dict:
     if own.get("expected_runtime") is not None:
         token["expected_runtime"] = _number("expected_runtime", own["expected_runtime"],
                                             minimum=0)
+    if "files" in own:
+        token["files"] = provenance.check_files(own["files"])
     tags = _tags(own.get("tags", [])) + list(how.tags)
     if tags:
         token["tags"] = list(dict.fromkeys(tags))
