@@ -11,13 +11,14 @@ from picas.database import Database
 from picas.state import Holder, Outcome, TokenState
 from picas.transport import Transport
 
-from pilots import add, tokens
+from pilots import add, tokens, wait_for
 
 
 def _claimed(db: Database, token_id: str) -> dict:
     add(db, tokens({token_id: "true"}))
-    got = claim.claim(db, Holder("p1", "host"), source=claim.ViewSource())
-    (token,) = got.tokens
+    # (A cluster's view may not show the new token for a moment.)
+    got = wait_for(lambda: claim.claim(db, Holder("p1", "host"), source=claim.ViewSource()).tokens)
+    (token,) = got
     return token
 
 

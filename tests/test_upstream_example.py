@@ -37,6 +37,6 @@ def test_push_tokens_and_the_local_example_drain_the_database(db, pilot_env, tmp
         assert [a["outcome"] for a in doc["attempts"]] == ["succeeded"]
     eventually(lambda: [(row["doc"]["exit_code"], row["doc"]["scrub_count"]) for row in db.view(
         "Monitor", "error", include_docs=True)["rows"]], [(3, 2)])
-    (failed,) = [row["doc"] for row in db.view("Monitor", "error", include_docs=True)["rows"]]
+    (failed,) = [db.get(row["id"]) for row in db.view("Monitor", "error")["rows"]]
     assert [a["outcome"] for a in failed["attempts"]] == ["failed"] * 3
     assert state.classify(failed) is TokenState.ERROR
