@@ -38,7 +38,7 @@ from drain import (
 from scale import run_scale
 
 from picas import server
-from picas.transport import split_credentials
+from picas.transport import mask_url, split_credentials
 
 OURS = (OURS_PILOT, OURS_ACTOR)
 LABELS = {OURS_PILOT: "picas pilot", OURS_ACTOR: "picas RunActor", UPSTREAM: "upstream 1.1.2"}
@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                    "scale": args.scale, "scale_reps": args.scale_reps if args.scale else 0,
                    "implementations": args.implementations,
                    "server": server_name(target) if args.url else "pouchdb-server --in-memory",
-                   "command": " ".join(["bench/run", *(sys.argv[1:] if argv is None else argv)])},
+                   "command": " ".join(["bench/run", *(mask_url(a) if "://" in a else a for a in (
+                       sys.argv[1:] if argv is None else argv))])},
         "machine": {**machine(source), "load_average_before": load_before},
         "seconds": round(time.monotonic() - started, 1),
         "server_limit": {"bulk_docs_per_s": bulk, "bulk_docs_per_s_per_rep": bulk_rates,

@@ -41,7 +41,8 @@ def main(source: str, target: str) -> None:
     ax.set_xlabel("pilot processes")
     ax.set_ylabel("tokens/s (median, bars: min-max)")
     config = results["config"]
-    ax.set_title(f"Draining {config['n']} trivial tokens, pouchdb-server in memory, "
+    server = str(config.get("server", "pouchdb-server --in-memory")).split(" at ")[0]
+    ax.set_title(f"Draining {config['n']} trivial tokens, {server}, "
                  f"{results['machine']['cores']} cores", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     # Beside the axes, where no line can run under it.

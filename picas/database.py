@@ -230,10 +230,17 @@ class Database:
             params["startkey"] = last["key"]
             params["startkey_docid"] = last["id"]
 
-    def changes(self, **params: Any) -> dict:
-        """One page of the changes feed (``feed=normal``; never a filter,
-        which would crash pouchdb-server)."""
+    def changes(self, selector: dict | None = None, **params: Any) -> dict:
+        """One page of the changes feed (``feed=normal``).
+
+        With a Mango ``selector`` only matching documents come back; CouchDB
+        still reads every change, but skips sending the others. pouchdb-server
+        knows no such filter: only give one to Apache CouchDB.
+        """
         try:
+            if selector is not None:
+                return self._request("POST", "_changes", params={**params, "filter": "_selector"},
+                                     json={"selector": selector})
             return self._request("GET", "_changes", params=params)
         except errors.NotFound:
             raise self._missing() from None

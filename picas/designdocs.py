@@ -16,6 +16,7 @@ from .update import update
 
 MONITOR = "Monitor"
 PILOT = "Pilot"
+TRIAGE = "Triage"
 #: Writes of one design document tried before giving up on conflicts.
 TRIES = 5
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from . import triage
 from .database import Database
 from .designdocs import MONITOR
+from .errors import ViewNotFound
 from .state import TokenState
 
 RUNNING_LIMIT = 20
@@ -66,6 +68,15 @@ def needs_recovery(db: Database) -> dict[str, int]:
 def errors_by_exit_code(db: Database) -> dict[str, int]:
     rows = db.view(MONITOR, "error_by_exit_code", group=True)["rows"]
     return {str(row["key"]): int(row["value"]) for row in rows}
+
+
+def suspect_hosts(db: Database) -> list[dict]:
+    """Hosts whose attempts fail far more often than the others' (see
+    :func:`picas.triage.suspect_hosts`); none on a database without the Triage views."""
+    try:
+        return triage.suspect_hosts(triage.host_attempts(db))
+    except ViewNotFound:
+        return []
 
 
 def rate(db: Database, window: float = RATE_WINDOW, now: float | None = None) -> float:
@@ -134,6 +145,7 @@ def summary(db: Database, running_limit: int = RUNNING_LIMIT,
     sample = running(db, max(running_limit, RUNNING_LIMIT), now) if result["locked"] else []
     result["running"] = sample[:running_limit]
     result["errors_by_exit_code"] = errors_by_exit_code(db) if result["error"] else {}
+    result["suspect_hosts"] = suspect_hosts(db) if result["total"] > result["todo"] else []
     # Views that would say nothing are not read: on pouchdb-server reading a
     # view first indexes every change since its last read: over a minute at 100,000 tokens.
     per_minute = rate(db, rate_window, now) if result["done"] or result["error"] else 0.0

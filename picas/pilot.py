@@ -7,6 +7,7 @@ started are handed back when the pilot stops.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import tempfile
@@ -15,7 +16,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import claim, designdocs, errors, lease, pool, results, runner, shutdown, state
+from . import (
+    claim,
+    designdocs,
+    errors,
+    lease,
+    operations,
+    pool,
+    results,
+    runner,
+    shutdown,
+    state,
+    triage,
+)
 from .database import Database
 from .state import Holder, Outcome
 from .token import Token
@@ -32,6 +45,8 @@ BATCH_GROWTH = 4
 #: Claims in a row in which the cluster confirmed no lock but left some in
 #: doubt: a quorum of nodes is missing, not merely a race lost.
 NO_QUORUM_CLAIMS = 10
+#: Failures in a row, of different tokens, after which a pilot takes its host for broken.
+DEFAULT_BLACK_HOLE = 5
 
 @dataclass(frozen=True)
 class PilotOptions:
@@ -62,12 +77,18 @@ class PilotOptions:
     poll_max: float = 60.0
     #: how long to keep retrying a failed result write before spooling it
     retry_for: float = 60.0
+    #: stop after this many failures in a row of different tokens (None: never);
+    #: see :class:`HostWatch`
+    black_hole: int | None = DEFAULT_BLACK_HOLE
 
     def __post_init__(self) -> None:
         if self.batch is not None and self.batch < 1:
             raise errors.ConfigError("--batch must be at least 1")
         if self.lease < 1:
             raise errors.ConfigError("--lease must be at least 1 second")
+        if self.black_hole is not None and self.black_hole < 1:
+            raise errors.ConfigError("--black-hole must be at least 1 (0 on the command line "
+                                     "turns it off)")
 
 
 class BatchSizer:
@@ -117,6 +138,52 @@ class BatchSizer:
         return self.size
 
 
+class HostWatch:
+    """Tells a broken host (a "black hole") from bad tokens.
+
+    The rule: ``limit`` failures in a row on this pilot, of different
+    tokens, none of which had failed on another host, while tokens succeed
+    on other hosts (one reduced view query, made only once the streak is
+    long enough). A success ends the streak; tokens that failed elsewhere
+    too say nothing about this host and are passed over. A pool in which
+    every host fails alike (a broken task) stops no pilot.
+    """
+
+    def __init__(self, db: Database, holder: Holder, limit: int | None) -> None:
+        self.db = db
+        self.holder = holder
+        self.limit = limit
+        #: the tokens of the current streak, in order
+        self.streak: dict[str, None] = {}
+        self._checked_at = 0
+
+    def saw(self, token_id: str, token: dict, outcome: Outcome) -> None:
+        if outcome is Outcome.SUCCEEDED:
+            self.streak.clear()
+            self._checked_at = 0
+        elif outcome.is_application_failure and not any(
+                a.get("host") != self.holder.hostname
+                and Outcome(a["outcome"]).is_application_failure
+                for a in state.attempts(token)):
+            self.streak[token_id] = None
+
+    def broken(self) -> bool:
+        if self.limit is None or len(self.streak) < self.limit:
+            return False
+        if len(self.streak) < self._checked_at + self.limit:
+            return False  # asked already: ask again once the streak has grown by as much
+        self._checked_at = len(self.streak)
+        return self._others_succeed()
+
+    def _others_succeed(self) -> bool:
+        try:
+            by_host = triage.host_attempts(self.db)
+        except errors.ViewNotFound:  # views from before picas knew of black holes
+            return False
+        return any(outcomes.get(Outcome.SUCCEEDED.value) for host, outcomes in by_host.items()
+                   if host != self.holder.hostname)
+
+
 @dataclass
 class PilotReport:
     """What a pilot did, for its exit message and for benchmarks."""
@@ -133,6 +200,8 @@ class PilotReport:
     spooled: int = 0
     requests: int = 0
     stopped_because: str = ""
+    #: why the pilot took its host for broken, when it did (see :class:`HostWatch`)
+    black_hole: str = ""
 
     def count(self, outcome: Outcome) -> None:
         self.outcomes[outcome.value] = self.outcomes.get(outcome.value, 0) + 1
@@ -160,6 +229,7 @@ class Pilot:
         self._priorities = False
         self._unconfirmed = 0
         self._unreachable_since: float | None = None
+        self.host_watch = HostWatch(db, self.holder, options.black_hole)
 
     # -- stop conditions ------------------------------------------------------
     def _stop_reason(self) -> str | None:
@@ -172,6 +242,8 @@ class Pilot:
             return "max-time"
         if opts.end_time is not None and opts.end_time - time.time() < opts.margin:
             return "walltime"
+        if self.host_watch.broken():
+            return "black-hole"
         return None
 
     def _fits(self, doc: Token) -> bool:
@@ -185,18 +257,12 @@ class Pilot:
     # -- the loop ---------------------------------------------------------------
     def run(self) -> PilotReport:
         shutdown.install()
-        if self.writer.spool_dir is not None:
-            pushed = results.push_spool(self.db, self.writer.spool_dir,
-                                        self.options.default_max_attempts)
-            if pushed:
-                log.info("pushed %d spooled result(s)", pushed)
+        self._push_spool()
         self.keeper.start()
         idle = 0.5
         try:
             while True:
-                reason = self._stop_reason()
-                if reason:
-                    self.report.stopped_because = reason
+                if self._stopping():
                     break
                 if not self.queue:
                     self.writer.flush()
@@ -217,6 +283,23 @@ class Pilot:
         finally:
             self._wind_down()
         return self.report
+
+    def _push_spool(self) -> None:
+        """Write the results an earlier pilot with this folder could not."""
+        if self.writer.spool_dir is not None:
+            pushed = results.push_spool(self.db, self.writer.spool_dir,
+                                        self.options.default_max_attempts)
+            if pushed:
+                log.info("pushed %d spooled result(s)", pushed)
+
+    def _stopping(self) -> bool:
+        """Whether a stop condition holds; records why (and blames a broken host)."""
+        reason = self._stop_reason()
+        if reason:
+            self.report.stopped_because = reason
+            if reason == "black-hole":
+                self._blame_host()
+        return bool(reason)
 
     def _fill(self) -> bool:
         """Claim a batch into the queue; True when there may be something to run
@@ -349,9 +432,12 @@ class Pilot:
             attachments = {f"attempt-{n}.{name}": ("text/plain", data)
                            for name, data in (("stdout", done.stdout), ("stderr", done.stderr))
                            if data}
-            extra = dict(done.notes)
+            extra = {**done.notes, **done.usage, "provenance": done.provenance}
         if error:
             extra["error"] = error
+        if outcome.is_application_failure:
+            # Computed now, so that `picas errors` groups by reading a view.
+            extra["signature"] = triage.signature(done.stderr if done else b"", outcome, error)
         attempt = state.new_attempt(
             current, outcome,
             start=done.start if done else None, end=done.end if done else None,
@@ -364,9 +450,23 @@ class Pilot:
         self.writer.add(current, results.Result(token_id, state.lease_id(current), attempt,
                                                 attachments, fatal, fields))
         self.report.count(outcome)
+        self.host_watch.saw(token_id, current, outcome)
         if outcome is not Outcome.SUCCEEDED:
             # Failures, interruptions and cancels are written at once: people look for them.
             self.writer.flush()
+
+    def _blame_host(self) -> None:
+        """This host is broken: its failures must not use up the tokens' retries."""
+        self.writer.flush()
+        blamed = operations.apply(self.db, list(self.host_watch.streak), functools.partial(
+            state.blame_host, pilot=self.holder.pilot_id,
+            default_max_attempts=self.options.default_max_attempts))
+        self.report.black_hole = (
+            f"this host ({self.holder.hostname}) failed {len(self.host_watch.streak)} "
+            f"different tokens in a row that did not fail on other hosts, while other hosts "
+            f"ran tokens well; their failures here no longer count against their retries "
+            f"({blamed.changed} changed)")
+        log.info("black hole: %s", self.report.black_hole)
 
     def _release(self, token_ids: list[str]) -> None:
         tokens = [t for t in (self.keeper.take(i) for i in token_ids) if t is not None]

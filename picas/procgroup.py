@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -31,23 +32,45 @@ def _killed_by_signal(returncode: int) -> bool:
     return -returncode in stops or returncode - 128 in stops
 
 
-def kill_group(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` s."""
+def kill_group(proc: subprocess.Popen, grace: float) -> resource.struct_rusage | None:
+    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` s;
+    the command's resource use when this reaped it (see :func:`reap`)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
+        return reap(proc)
     end = time.monotonic() + grace
-    while proc.poll() is None and time.monotonic() < end:
-        time.sleep(POLL)
-    reap_group(proc)
+    with _exit_watch(proc) as exited:
+        while not exited(POLL) and time.monotonic() < end:
+            pass
+    return reap_group(proc)
 
 
-def reap_group(proc: subprocess.Popen) -> None:
-    """SIGKILL every process left in the group (background children too)."""
+def reap_group(proc: subprocess.Popen) -> resource.struct_rusage | None:
+    """SIGKILL every process left in the group (background children too);
+    the resource use of the command, see :func:`reap`."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    return reap(proc)
+
+
+def reap(proc: subprocess.Popen) -> resource.struct_rusage | None:
+    """Wait for ``proc`` with ``wait4``: its resource use, or None if it was reaped already.
+
+    The kernel adds to a process's usage that of the descendants it waited
+    for, and takes the largest peak memory among them: so this is the
+    CPU time of the command's process tree and its largest process's
+    peak RSS (background children that outlived it are not counted).
+    """
+    if proc.returncode is not None:
+        return None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped behind our back (someone else waited)
+        proc.wait()
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage
 
 
 def wait(proc: subprocess.Popen, *, timeout: float | None = None,
@@ -57,17 +80,24 @@ def wait(proc: subprocess.Popen, *, timeout: float | None = None,
     Returns None when it ended by itself, else why it was stopped:
     ``"timeout"``, ``"shutdown"`` or whatever ``should_stop()`` returned.
     """
+    return wait_measured(proc, timeout=timeout, grace=grace, should_stop=should_stop)[0]
+
+
+def wait_measured(proc: subprocess.Popen, *, timeout: float | None = None,
+                  grace: float = DEFAULT_GRACE, should_stop: Any = None,
+                  ) -> tuple[str | None, resource.struct_rusage | None]:
+    """:func:`wait`, and the command's resource use as :func:`reap` gives it."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with _exit_watch(proc) as exited:
         while True:
             if exited(POLL):
-                proc.wait()
+                usage = reap(proc)
                 reap_group(proc)
                 if _killed_by_signal(proc.returncode) and shutdown.requested.wait(SIGNAL_RACE):
                     # The batch system signalled the command and us at once (scancel,
                     # walltime): an interruption, not the command's failure.
-                    return "shutdown"
-                return None
+                    return "shutdown", usage
+                return None, usage
             reason = None
             if deadline is not None and time.monotonic() >= deadline:
                 reason = "timeout"
@@ -76,8 +106,7 @@ def wait(proc: subprocess.Popen, *, timeout: float | None = None,
             elif should_stop is not None:
                 reason = should_stop()
             if reason:
-                kill_group(proc, grace)
-                return reason
+                return reason, kill_group(proc, grace)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from . import procgroup
+from . import procgroup, provenance
 from .errors import InvalidToken
 
 DEFAULT_LOG_CAP = 1 << 20
@@ -42,6 +42,10 @@ class Run:
     stdout: bytes
     stderr: bytes
     notes: dict = field(default_factory=dict)
+    #: CPU seconds and peak memory (see :func:`picas.provenance.usage`)
+    usage: dict = field(default_factory=dict)
+    #: what ran (see :func:`picas.provenance.record`), with checksums of declared files
+    provenance: dict = field(default_factory=dict)
 
 
 def command_of(token: dict) -> tuple[str | list[str], bool]:
@@ -169,6 +173,11 @@ def run(token: dict, workspace: Workspace, options: RunOptions,
     env = workspace.environment(token)
     out, err = workspace.outputs()
     workdir = workspace.folder(token.get("_id"))
+    made = provenance.record(token, command)
+    inputs, outputs = provenance.declared_files(token)
+    if inputs:
+        made["inputs"] = provenance.checksums(inputs, workdir)
+    usage = None
     start = time.time()
     try:
         try:
@@ -178,10 +187,12 @@ def run(token: dict, workspace: Workspace, options: RunOptions,
             os.write(err.fileno(), f"picas: cannot run {command[0]!r}: {exc.strerror}\n".encode())
             exit_code, stopped = NOT_FOUND, None
         else:
-            stopped = procgroup.wait(proc, timeout=timeout, grace=options.grace,
-                                     should_stop=should_stop)
+            stopped, usage = procgroup.wait_measured(proc, timeout=timeout, grace=options.grace,
+                                                     should_stop=should_stop)
             exit_code = proc.returncode
         end = time.time()
+        if outputs:
+            made["outputs"] = provenance.checksums(outputs, workdir)
         (stdout, cut_out), (stderr, cut_err) = workspace.collect(options.log_cap)
     finally:
         workspace.tidy()
@@ -192,7 +203,7 @@ def run(token: dict, workspace: Workspace, options: RunOptions,
         if not _is_utf8(data, cut_start=bool(cut)):
             notes[f"{name}_not_utf8"] = True
     return Run(exit_code, stopped, start, end, _mark_cut(stdout, cut_out),
-               _mark_cut(stderr, cut_err), notes)
+               _mark_cut(stderr, cut_err), notes, provenance.usage(usage), made)
 
 
 def _mark_cut(data: bytes, cut: int) -> bytes:

@@ -20,14 +20,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors
+from . import errors, provenance
 from .jobid import JOB_ID_FIELDS
 from .sources import Record
 from .token import Token, blank
 
 #: Record keys that are token fields; all other keys go into ``input``.
 TOKEN_FIELDS = ("_id", "type", "command", "env", "priority", "tags", "max_attempts",
-                "expected_runtime", "input")
+                "expected_runtime", "input", "files")
 #: Fields that only pilots and state changes write.
 MANAGED_FIELDS = frozenset({"lock", "done", "hostname", "scrub_count", "exit_code", "output",
                             "error", "uploads", "attempts", "lease", "cancel_requested",
@@ -224,6 +224,8 @@ def _set_options(token: dict[str, Any], own: dict[str, Any], how: Shape) -> None
     if own.get("expected_runtime") is not None:
         token["expected_runtime"] = _number("expected_runtime", own["expected_runtime"],
                                             minimum=0)
+    if "files" in own:
+        token["files"] = provenance.check_files(own["files"])
     tags = _tags(own.get("tags", [])) + list(how.tags)
     if tags:
         token["tags"] = list(dict.fromkeys(tags))

@@ -156,11 +156,11 @@ class Holder:
     job_id: tuple[str, str | None] | None = None
 
     @classmethod
-    def here(cls, pilot_id: str | None = None) -> Holder:
+    def here(cls, pilot_id: str | None = None, hostname: str | None = None) -> Holder:
         import socket
         import uuid
         return cls(pilot_id=pilot_id or uuid.uuid4().hex[:12],
-                   hostname=socket.gethostname(),
+                   hostname=hostname or socket.gethostname(),
                    job_id=jobid.current_job_id())
 
 
@@ -174,12 +174,18 @@ def _since_reset(doc: dict) -> list[dict]:
     return attempts(doc)[int(doc.get("retry_base") or 0):]
 
 
+def _blames_the_task(attempt: Token) -> bool:
+    """A failure of the task itself, not one put down to a broken host (:func:`blame_host`)."""
+    return Outcome(attempt["outcome"]).is_application_failure and not attempt.get("host_failure")
+
+
 def application_failures(doc: Token) -> int:
-    return sum(1 for a in _since_reset(doc) if Outcome(a["outcome"]).is_application_failure)
+    return sum(1 for a in _since_reset(doc) if _blames_the_task(a))
 
 
 def infrastructure_failures(doc: Token) -> int:
-    return sum(1 for a in _since_reset(doc) if Outcome(a["outcome"]).is_infrastructure_failure)
+    return sum(1 for a in _since_reset(doc)
+               if Outcome(a["outcome"]).is_infrastructure_failure or a.get("host_failure"))
 
 
 def max_attempts(doc: Token, default: int = DEFAULT_MAX_ATTEMPTS) -> int:
@@ -377,6 +383,27 @@ def _may_retry(token: Token, outcome: Outcome, default_max_attempts: int,
 def _failure_code(outcome: Outcome) -> int:
     """A non-zero exit code for failures that have none (kept in the error view)."""
     return {Outcome.TIMED_OUT: 124, Outcome.INTERRUPTED: 143}.get(outcome, 1)
+
+
+def blame_host(doc: Token, pilot: str, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+               max_infra_attempts: int = DEFAULT_MAX_INFRA_ATTEMPTS) -> Token:
+    """The token's failures under ``pilot``, which found its host broken, become
+    infrastructure failures: they no longer use up the task's retries, and a
+    token they sent to error goes back to todo. InvalidToken if there are none.
+    """
+    token = _copy(doc)
+    blamed = [a for a in token.get("attempts", [])
+              if a.get("pilot") == pilot and _blames_the_task(a)]
+    if not blamed:
+        raise InvalidToken(f"token '{doc.get('_id')}' has no failure under pilot {pilot}")
+    for attempt in blamed:
+        attempt["host_failure"] = True
+    if (classify(token) is TokenState.ERROR
+            and application_failures(token) < max_attempts(token, default_max_attempts)
+            and infrastructure_failures(token) < max_infra_attempts):
+        token = _back_to_todo(token)
+        token["exit_code"] = ""
+    return token
 
 
 def release(doc: Token) -> Token:

@@ -85,6 +85,7 @@ class Transport:
         self.timeout = (connect_timeout, timeout)
         self.request_count = 0
         self._session: requests.Session | None = None
+        self._server_info: dict | None = None
         #: the login error once the server rejected these credentials
         self._rejected: errors.AuthenticationFailed | None = None
 
@@ -122,6 +123,17 @@ class Transport:
             session.mount("https://", adapter)
             self._session = session
         return self._session
+
+    def server_info(self) -> dict:
+        """The server's welcome document (``GET /``), read once."""
+        if self._server_info is None:
+            self._server_info = self.request("GET", [""])
+        return self._server_info
+
+    def is_apache_couchdb(self) -> bool:
+        """Whether the server is Apache CouchDB, rather than pouchdb-server."""
+        vendor = self.server_info().get("vendor") or {}
+        return "Apache" in str(vendor.get("name", ""))
 
     def close(self) -> None:
         """Close the keep-alive connections (reopened on the next request)."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import errors
-from .database import Database
+from . import conflicts, errors
+from .database import Database, confirmed
 
 #: Writes before giving up: enough for a handful of writers racing for one document.
 TRIES = 10
@@ -77,7 +77,12 @@ def update_many(db: Database, ids: list[str], change: Change, *,
         docs = [doc for doc in (change(row.get("doc")) for row in rows) if doc is not None]
         pending = []
         for doc, result in zip(docs, db.bulk_docs(docs), strict=True):
-            if result.get("error") == "conflict":
+            if "error" not in result and not confirmed(result):
+                # A cluster stored it on too few replicas: a write made meanwhile
+                # may win. Keep one branch now, and apply the change again to it.
+                conflicts.current(db, doc["_id"])
+                pending.append(doc["_id"])
+            elif result.get("error") == "conflict":
                 pending.append(doc["_id"])
             else:
                 answered.append((doc, result))

@@ -27,3 +27,20 @@ def skip_unless_users_read_their_record(url: str, user: str, password: str) -> N
                           timeout=10)
     if answer.status_code == 403:
         pytest.skip("this server keeps users from their own _users record")
+
+
+def eventually(read, expected, timeout: float = 10.0, interval: float = 0.1):
+    """``read()`` once it equals ``expected``, asserting on the last value after ``timeout``.
+
+    On a CouchDB cluster a view (and ``_all_docs``) is read from one replica
+    per shard, which may not have a write yet that a quorum confirmed a
+    moment ago; on a single server the first read is the answer.
+    """
+    import time
+    end = time.monotonic() + timeout
+    value = read()
+    while value != expected and time.monotonic() < end:
+        time.sleep(interval)
+        value = read()
+    assert value == expected
+    return value

@@ -72,3 +72,20 @@ def test_upstream_really_ran(results: dict) -> None:
     for run in upstream:
         assert run["drained"], run
         assert run["never_run"] == 0, run
+
+
+def test_a_run_against_a_server_given_by_url(couch, tmp_path: Path) -> None:
+    """`bench/run --url` measures an external server (here the test server):
+    no password in what it writes, and the server's CPU found by its port."""
+    out = tmp_path / "results.json"
+    env = {**os.environ, "PICAS_USERNAME": couch.username, "PICAS_PASSWORD": couch.password}
+    done = subprocess.run([str(ROOT / "bench" / "run"), "--url", couch.url, "--n", "30",
+                           "--pilots", "2", "--reps", "1", "--scale", "0",
+                           "--implementations", "ours_pilot", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    (run,) = results["runs"]
+    assert run["drained"] and run["duplicates"] == 0
+    assert run["server_cpu_s"] > 0  # the server's process was found by its port
+    assert couch.password not in out.read_text()

@@ -49,7 +49,9 @@ def test_a_claim_keeps_exactly_the_tokens_the_server_locked(fake_db):
     # Twelve claimable tokens, so that a claim of three takes three of them.
     todo = [{"_id": i, "_rev": "1-r", "type": "token", "lock": 0, "done": 0}
             for i in "abcdefghijkl"]
-    mock.get(f"{URL}/tokens/_changes", json={"results": [
+    mock.get(f"{URL}/", json={"couchdb": "Welcome", "version": "3.5.0",
+                              "vendor": {"name": "The Apache Software Foundation"}})
+    mock.post(f"{URL}/tokens/_changes", json={"results": [
         {"id": d["_id"], "seq": n, "doc": d} for n, d in enumerate(todo, 1)]})
     sent: list[str] = []
 

@@ -163,9 +163,11 @@ def test_a_conflict_is_counted_not_raised(client, db, monkeypatch):
     assert len(first) == 5
     monkeypatch.setattr(db, "view", StaleView(db, answer))
     second = claim.claim(db, Holder("second", "b"), limit=1)
-    assert second.tokens == [] and second.conflicts == 1
+    # A single server answers 409; a cluster may store the loser on one
+    # replica and answer "accepted": a lock in doubt, never run.
+    assert second.tokens == [] and second.conflicts + second.in_doubt == 1
     assert second.backlog == 0
-    assert {db.get(t["_id"])["lease"]["pilot"] for t in first} == {"first"}
+    assert {claim.conflicts.current(db, t["_id"])["lease"]["pilot"] for t in first} == {"first"}
 
 
 def test_an_empty_view_is_a_normal_outcome(client, db):
@@ -298,8 +300,8 @@ def test_racing_processes_claim_each_token_exactly_once(client, db, pilot_env, t
     assert sum(1 for got in claims.values() if got) >= 2
     assert _ids(db, "todo") == []
     for pilot, got in claims.items():
-        for doc_id in got:
-            assert db.get(doc_id)["lease"]["pilot"] == pilot
+        for doc_id in got:  # (on a cluster, after resolving what lost on a quorum)
+            assert claim.conflicts.current(db, doc_id)["lease"]["pilot"] == pilot
 
 
 def test_pilots_that_lost_a_race_divide_a_window_between_them():
@@ -324,7 +326,10 @@ def test_a_pilot_sharing_a_window_reads_it_once():
                                                       "lock": 0, "done": 0}} for i in range(100)]
 
     class Feed:
-        def changes(self, since, limit, **_):
+        class transport:
+            is_apache_couchdb = staticmethod(lambda: False)
+
+        def changes(self, selector, since, limit, **_):
             return {"results": [row for row in rows if row["seq"] > since][:limit]}
 
     alone, sharing = claim.ChangesSource(), _contested_source()

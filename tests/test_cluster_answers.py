@@ -224,7 +224,8 @@ def test_a_renewal_that_lost_on_a_quorum_keeps_the_lease_and_the_cancel(couch, d
     keeper = lease.LeaseKeeper(_through(proxy, couch, db), 600)
     keeper.hold([mine])
     keeper.renew()
-    assert proxy.stats["branches"] == 1
+    # The proxy made the branch, or a real cluster did (a lagging replica took it).
+    assert proxy.stats["accepted"] >= 1
     assert keeper.cancel_requested == {"t1"} and keeper.lost == set()
     leaves = _live(db, "t1")
     assert len(leaves) == 1 and leaves[0]["lease"]["pilot"] == "a"
@@ -240,6 +241,7 @@ def test_a_result_that_lost_on_a_quorum_is_kept_and_leaves_no_branch(couch, db, 
     attempt = state.new_attempt(mine, Outcome.SUCCEEDED, exit_code=0)
     writer.add(mine, Result("t1", state.lease_id(mine), attempt))
     writer.flush()
+    assert proxy.stats["accepted"] >= 1
     leaves = _live(db, "t1")
     assert len(leaves) == 1
     assert state.classify(leaves[0]) is TokenState.DONE

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from pilots import add, tokens
+from pilots import add, tokens, wait_for
 
 from picas import claim, results, server, state
 from picas.cli import cli
@@ -15,8 +15,9 @@ from picas.transport import Transport
 
 def _claimed(db: Database, token_id: str) -> dict:
     add(db, tokens({token_id: "true"}))
-    got = claim.claim(db, Holder("p1", "host"), source=claim.ViewSource())
-    (token,) = got.tokens
+    # (A cluster's view may not show the new token for a moment.)
+    got = wait_for(lambda: claim.claim(db, Holder("p1", "host"), source=claim.ViewSource()).tokens)
+    (token,) = got
     return token
 
 

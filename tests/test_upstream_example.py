@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from pilots import states
+from support import eventually
 
 from picas import state
 from picas.state import TokenState
@@ -34,7 +35,8 @@ def test_push_tokens_and_the_local_example_drain_the_database(db, pilot_env, tmp
         assert name in doc["_attachments"]
         assert db.get_attachment(doc["_id"], name) in (b"one\n", b"two\n")
         assert [a["outcome"] for a in doc["attempts"]] == ["succeeded"]
-    (failed,) = [row["doc"] for row in db.view("Monitor", "error", include_docs=True)["rows"]]
-    assert failed["exit_code"] == 3 and failed["scrub_count"] == 2
+    eventually(lambda: [(row["doc"]["exit_code"], row["doc"]["scrub_count"]) for row in db.view(
+        "Monitor", "error", include_docs=True)["rows"]], [(3, 2)])
+    (failed,) = [db.get(row["id"]) for row in db.view("Monitor", "error")["rows"]]
     assert [a["outcome"] for a in failed["attempts"]] == ["failed"] * 3
     assert state.classify(failed) is TokenState.ERROR

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 from pilots import states
-from support import skip_unless_users_read_their_record
+from support import eventually, skip_unless_users_read_their_record
 
 from picas.database import Database
 
@@ -148,7 +148,7 @@ def test_word_count_tutorial_counts_every_file(workspace, tmp_path):
     assert "***masked***" in pushed and space.password not in pushed
     out = space.run("word_count_example.py").stdout
     assert out.count("Working on token") == 6
-    assert states(space.db) == {"done": 6}
+    eventually(lambda: states(space.db), {"done": 6})
     counts = {doc["input"]: int(space.db.get_attachment(token_id, "word_count"))
               for token_id, doc in space.tokens().items()}
     assert counts == expected

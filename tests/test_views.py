@@ -14,7 +14,7 @@ import subprocess
 from collections import Counter
 
 import pytest
-from support import missing
+from support import eventually, missing
 
 from picas import designdocs, state
 from picas.clients import CouchDB
@@ -125,7 +125,7 @@ def test_every_state_view_returns_exactly_what_classify_says(db, curated):
     expected = _expected_ids(curated)
     assert "todo_task_default" in expected[TokenState.TODO]
     for name, token_state in STATE_VIEWS.items():
-        assert _view_ids(db, "Monitor", name) == expected[token_state], name
+        eventually(lambda name=name: _view_ids(db, "Monitor", name), expected[token_state])
     all_in_views = set().union(*expected.values())
     assert not all_in_views & {"no_lock", "type_task", "deleted_todo",
                                "_design/looks_like_a_token"}
@@ -173,6 +173,7 @@ def test_todo_by_priority_is_the_todo_view_highest_priority_first(db):
     docs = [_token(f"p{i}", dict(lock=0, done=0, priority=p)) for i, p in enumerate(priorities)]
     docs.append(_token("locked_high", dict(lock=T, done=0, priority=100)))
     _save(db, docs)
+    eventually(lambda: len(db.view("Pilot", "todo_by_priority")["rows"]), 8)
     rows = db.view("Pilot", "todo_by_priority", include_docs=True)["rows"]
     assert sorted(r["id"] for r in rows) == _view_ids(db, "Monitor", "todo")
     got = [float(r["doc"].get("priority") or 0) for r in rows]
@@ -198,7 +199,7 @@ def test_views_agree_with_classify_on_every_combination(db):
     expected = _expected_ids(docs)
     assert all(expected.values())
     for name, token_state in STATE_VIEWS.items():
-        assert _view_ids(db, "Monitor", name) == expected[token_state], name
+        eventually(lambda name=name: _view_ids(db, "Monitor", name), expected[token_state])
     counts = {json.dumps(s.value): len(ids) for s, ids in expected.items()}
     assert _grouped(db, "overview_total") == counts
 
@@ -219,11 +220,60 @@ def test_conflicts_counts_tokens_with_branches_and_locks_in_doubt(db):
         ("conflicts", "branched"), ("in_doubt", "doubtful")]
 
 
+def _attempt(host: str, outcome: str, **fields) -> dict:
+    return {"host": host, "outcome": outcome, "end": T, "duration": 1.5, **fields}
+
+
+def test_triage_errors_groups_errors_by_code_last_signature_and_host(db, curated):
+    _save(db, [
+        _token("sig_a", dict(lock=T, done=T, exit_code=2, attempts=[
+            _attempt("h1", "failed", signature="old"),
+            _attempt("h2", "failed", signature="boom <n>"),
+            _attempt("h3", "failed", signature="late one", late=True)])),
+        _token("sig_b", dict(lock=T, done=T, exit_code=2, hostname="h9",
+                             attempts=[_attempt("h2", "failed", signature="boom <n>")])),
+        _token("sig_done", dict(lock=T, done=T, exit_code=0,
+                                attempts=[_attempt("h1", "succeeded")])),
+    ])
+    rows = db.view("Triage", "errors", group=True)["rows"]
+    found = {json.dumps(row["key"]): row["value"] for row in rows}
+    assert found.pop(json.dumps([2, "boom <n>", "h2"])) == 2
+    # every other error token (none with attempts) by its code, hostname or ""
+    expected = Counter(json.dumps([code, "", ""]) for _, _, wanted, code in CURATED
+                       if wanted == "error")
+    assert found == dict(expected)
+
+
+def test_triage_attempts_by_host_counts_every_attempt(db):
+    _save(db, [
+        _token("a", dict(lock=T, done=T, exit_code=0, attempts=[
+            _attempt("h1", "failed"), _attempt("h1", "succeeded"),
+            _attempt("h2", "lease_lost")])),
+        _token("b", dict(lock=0, done=0, attempts=[_attempt("h1", "failed", late=True)])),
+        {"_id": "not_a_token", "attempts": [_attempt("h1", "failed")]},
+    ])
+    rows = db.view("Triage", "attempts_by_host", group=True)["rows"]
+    assert {tuple(row["key"]): row["value"] for row in rows} == {
+        ("h1", "failed"): 2, ("h1", "succeeded"): 1, ("h2", "lease_lost"): 1}
+
+
+def test_triage_attempts_lists_every_attempt_by_its_end(db):
+    _save(db, [_token("a", dict(lock=T, done=T, exit_code=1, attempts=[
+        _attempt("h1", "failed", end=T + 2, max_rss_kib=2048, cpu_user_s=1.0, cpu_sys_s=0.5,
+                 signature="x"),
+        {"host": "h2", "outcome": "lease_lost"}]))])
+    rows = db.view("Triage", "attempts")["rows"]
+    assert [(r["id"], r["key"], r["value"]) for r in rows] == [
+        ("a", 0, [None, None, "h2", "lease_lost", "", None]),
+        ("a", T + 2, [1.5, 2048, "h1", "failed", "x", 1.5])]
+
+
 def test_every_view_in_couchviews_is_covered_here():
     """A new view must come with a test of its contents in this file."""
     covered = {"Monitor": set(STATE_VIEWS) | {"overview_total", "error_by_exit_code", "by_tag",
                                               "done_by_time", "conflicts"},
-               "Pilot": {"todo_by_priority", "locked_by_expiry"}}
+               "Pilot": {"todo_by_priority", "locked_by_expiry"},
+               "Triage": {"errors", "attempts_by_host", "attempts"}}
     loaded = designdocs.load()
     assert {name: set(doc["views"]) for name, doc in loaded.items()} == covered
 

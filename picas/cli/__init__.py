@@ -26,7 +26,8 @@ COMMAND_MODULES = {
     "init": "config_cmd", "db": "db_cmd", "views": "db_cmd", "tokens": "tokens_cmd",
     "logs": "tokens_cmd", "export": "tokens_cmd", "status": "status_cmd",
     "server": "server_cmd", "pilot": "pilot_cmd", "recover": "pilot_cmd",
-    "pilots": "slurm_cmd", "autopilot": "slurm_cmd",
+    "pilots": "slurm_cmd", "autopilot": "slurm_cmd", "errors": "errors_cmd",
+    "report": "report_cmd",
 }
 
 

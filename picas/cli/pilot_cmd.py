@@ -10,7 +10,11 @@ from pathlib import Path
 import click
 
 from .. import conflicts, lease, pilot, results, slurm
+from ..state import Holder
 from .common import App, pass_app, plural
+
+#: ``picas pilot``'s exit code when it took its host for broken.
+BLACK_HOLE_EXIT = 4
 
 
 class BatchSize(click.ParamType):
@@ -71,6 +75,14 @@ class BatchSize(click.ParamType):
               metavar="BYTES", help="Keep at most the last BYTES of stdout and of stderr.")
 @click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
               metavar="SECONDS", help="Time between SIGTERM and SIGKILL when a command must stop.")
+@click.option("--black-hole", type=click.IntRange(min=0), default=pilot.DEFAULT_BLACK_HOLE,
+              show_default=True, metavar="K",
+              help="Stop (exit code 4) after K failures in a row of different tokens that "
+                   "did not fail on other hosts, while other hosts run tokens well: this host "
+                   "is broken. Those failures then do not use up the tokens' retries. "
+                   "0 turns this off.")
+@click.option("--host", metavar="NAME",
+              help="The host name this pilot records [default: the machine's].")
 @click.option("--json", "as_json", is_flag=True, help="Print the pilot's report as JSON.")
 @pass_app
 def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
@@ -78,7 +90,8 @@ def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
                   endless: bool, view: str | None, design_doc: str, tag: str | None,
                   end_time: float | None,
                   margin: float, max_attempts: int | None, workdir: Path | None,
-                  spool: Path | None, log_cap: int, grace: float, as_json: bool) -> None:
+                  spool: Path | None, log_cap: int, grace: float, black_hole: int,
+                  host: str | None, as_json: bool) -> None:
     """Run tokens until there are none left (or a limit is reached).
 
     Each token's `command` runs in a fresh folder, with the token's `env`:
@@ -105,15 +118,25 @@ def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
         lease=lease or settings.lease, batch=batch, endless=endless, view=view,
         design_doc=design_doc, tag=tag, end_time=end_time, margin=margin,
         default_max_attempts=max_attempts or settings.max_attempts,
-        log_cap=log_cap, grace=grace, spool=spool)
+        log_cap=log_cap, grace=grace, spool=spool, black_hole=black_hole or None)
     if workdir:
         options = dataclasses.replace(options, workdir=workdir)
     started = time.monotonic()
-    report = pilot.Pilot(db, options).run()
+    report = pilot.Pilot(db, options, Holder.here(hostname=host)).run()
     elapsed = time.monotonic() - started
+    if report.black_hole:
+        click.echo(f"error: stopped claiming: {report.black_hole}; handed back "
+                   f"{plural(report.released, 'claimed token')}; check the node "
+                   f"(--black-hole {black_hole})", err=True)
     if as_json:
         click.echo(json.dumps({**asdict(report), "seconds": round(elapsed, 3)}, sort_keys=True))
-        return
+    else:
+        _summarise(report, options, elapsed)
+    if report.black_hole:
+        click.get_current_context().exit(BLACK_HOLE_EXIT)
+
+
+def _summarise(report: pilot.PilotReport, options: pilot.PilotOptions, elapsed: float) -> None:
     outcomes = ", ".join(f"{n} {name.replace('_', ' ')}"
                          for name, n in sorted(report.outcomes.items()))
     click.echo(f"pilot {report.pilot_id}: ran {plural(report.started, 'token')}"

@@ -50,6 +50,10 @@ def render(summary: dict, with_bar: bool = False) -> str:
         for code, count in sorted(summary["errors_by_exit_code"].items(),
                                   key=lambda item: -item[1]):
             lines.append(f"  {code or '(none)':<10} {count:>8}")
+    for suspect in summary.get("suspect_hosts", []):
+        lines.append(f"host {suspect['host']} fails {suspect['failure_rate']:.0%} of its "
+                     f"{suspect['attempts']} attempts, the other hosts "
+                     f"{suspect['others_rate']:.0%}: a broken node? (`picas errors`)")
     return "\n".join(lines)
 
 
