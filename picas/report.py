@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from . import designdocs, status, triage
+from . import designdocs, overview, triage
 from .database import Database
 
 SLOWEST = 15
@@ -45,7 +45,7 @@ class ReportData:
 
 def gather(db: Database) -> ReportData:
     """Everything the report shows, from views."""
-    data = ReportData(db.name, status.counts(db))
+    data = ReportData(db.name, overview.counts(db))
     for row in db.iter_view(designdocs.TRIAGE, "attempts", page=5000):
         duration, rss, host, outcome, sig, cpu = row["value"]
         data.attempts.append(Attempt(row["id"], float(row["key"] or 0), duration, rss,
