@@ -128,6 +128,10 @@ class MemoryServer(Transport):
             mark_accepted(body)
         return _copy(body)
 
+    def is_apache_couchdb(self) -> bool:
+        """The fake serves the plain changes feed only (no ``_selector`` filter)."""
+        return False
+
     # -- routing -------------------------------------------------------------
     def _answer(self, method: str, path: list[str], params: dict, body: Any) -> Answer:
         if not path or path[0].startswith("_"):
