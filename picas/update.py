@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import conflicts, errors
+from . import errors
 from .database import Database, confirmed
 
 #: Writes before giving up: enough for a handful of writers racing for one document.
@@ -80,6 +80,8 @@ def update_many(db: Database, ids: list[str], change: Change, *,
             if "error" not in result and not confirmed(result):
                 # A cluster stored it on too few replicas: a write made meanwhile
                 # may win. Keep one branch now, and apply the change again to it.
+                # (Imported here: conflicts -> designdocs -> update would be a cycle.)
+                from . import conflicts
                 conflicts.current(db, doc["_id"])
                 pending.append(doc["_id"])
             elif result.get("error") == "conflict":
