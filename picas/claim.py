@@ -127,9 +127,7 @@ class ChangesSource:
         docs, self._rows = [], []
         for row in rows:
             doc = row.get("doc") or {}
-            if doc.get("_conflicts"):
-                # Whoever meets a token with branches resolves it (picas.conflicts).
-                doc = conflicts.current(db, row["id"], now) or {}
+            doc = _one_branch(db, row["id"], doc, now)
             self.watch.pop(row["id"], None)
             self.skipped.pop(row["id"], None)
             ok = claimable(doc, now)
@@ -183,8 +181,7 @@ class ChangesSource:
         docs = []
         for row in rows:
             doc = row.get("doc") or {}
-            if doc.get("_conflicts"):
-                doc = conflicts.current(db, row["key"], now) or {}
+            doc = _one_branch(db, row["key"], doc, now)
             if claimable(doc, now):
                 docs.append(doc)  # stays remembered until attempted
             else:
@@ -192,6 +189,14 @@ class ChangesSource:
                 self.watch.pop(row["key"], None)
                 self.skipped.pop(row["key"], None)
         return docs
+
+
+def _one_branch(db: Database, doc_id: str, doc: Token, now: float) -> Token:
+    """``doc`` as read, or, where it has branches, the one left after resolving
+    them (whoever meets a token with branches resolves it: picas.conflicts)."""
+    if not doc.get("_conflicts"):
+        return doc
+    return conflicts.current(db, doc_id, now) or {}
 
 
 def claimable(doc: Token, now: float | None = None) -> bool:

@@ -78,9 +78,13 @@ def current(db: Database, doc_id: str, now: float | None = None) -> Token | None
     """The token's one revision, resolving branches first; None when the
     document is gone or its branches cannot be resolved yet."""
     leaves = live_leaves(db, doc_id)
-    if len(leaves) <= 1:
-        return leaves[0] if leaves else None
-    return resolve(db, leaves, now)
+    return settle(db, leaves, now) if leaves else None
+
+
+def settle(db: Database, leaves: list[Token], now: float | None = None) -> Token | None:
+    """The one live leaf, or the survivor of several once resolved (None
+    while that cannot be decided). ``leaves`` must not be empty."""
+    return leaves[0] if len(leaves) == 1 else resolve(db, leaves, now)
 
 
 def resolve(db: Database, leaves: list[Token], now: float | None = None) -> Token | None:

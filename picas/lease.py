@@ -131,11 +131,9 @@ class LeaseKeeper:
         if written:
             self._held[token_id] = mine  # our newest revision, wherever it lives now
         leaves = conflicts.live_leaves(self.db, token_id)
-        current = leaves[0] if len(leaves) == 1 else None
-        if len(leaves) > 1:
-            current = conflicts.resolve(self.db, leaves)
-            if current is None:
-                return  # cannot be decided yet: renew on our branch, look again next beat
+        current = conflicts.settle(self.db, leaves) if leaves else None
+        if leaves and current is None:
+            return  # cannot be decided yet: renew on our branch, look again next beat
         if current is None or not state.held_under(current, state.lease_id(mine)):
             log.warning("lease on %s was taken over", token_id)
             self.lost.add(token_id)

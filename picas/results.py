@@ -191,7 +191,7 @@ class ResultWriter:
             return None
         current = next((doc for doc in leaves if state.held_under(doc, result.lease_id)), None)
         if current is None:
-            current = leaves[0] if len(leaves) == 1 else conflicts.resolve(self.db, leaves)
+            current = conflicts.settle(self.db, leaves)
         if current is None:
             time.sleep(0.5)  # let the writes in flight settle before looking again
             raise errors.Conflict(f"the branches of token {result.token_id} cannot be "
