@@ -16,7 +16,7 @@ import json
 import re
 import shlex
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,16 +231,16 @@ def _set_options(token: dict[str, Any], own: dict[str, Any], how: Shape) -> None
         token["tags"] = list(dict.fromkeys(tags))
 
 
-def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
-    """Tokens for all records, or one :class:`InvalidToken` listing what is wrong.
-
-    Everything is checked first, so a bad record anywhere adds nothing.
-    """
+def check(records: Iterable[Record], how: Shape = Shape()) -> int:
+    """How many tokens the records make, or one :class:`InvalidToken` listing
+    what is wrong. Keeps no token, so it goes over any number of records
+    before a single one is written: a bad record anywhere adds nothing."""
     if how.command is not None:
         check_template(how.command)
-    tokens: list[Token] = []
+    count = 0
     problems: list[str] = []
-    given: dict[str, tuple[dict, str]] = {}
+    #: given _id -> (digest of the token's content, where it was first given)
+    given: dict[str, tuple[str, str]] = {}
     for record in records:
         try:
             token = shape(record, how)
@@ -248,19 +248,38 @@ def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
             problems.append(str(exc))
             continue
         if isinstance(record.fields, dict) and "_id" in record.fields:
-            first = given.setdefault(token["_id"], (token, record.origin))
-            if first[0] is not token and _content(first[0]) != _content(token):
+            digest = _digest(token)
+            first = given.setdefault(token["_id"], (digest, record.origin))
+            if first[0] != digest:
                 problems.append(f"{record.origin}: _id '{token['_id']}' is already used by "
                                 f"a different token at {first[1]}")
                 continue
-        tokens.append(token)
+        count += 1
     if problems:
         shown = problems[:MAX_REPORTED]
         more = len(problems) - len(shown)
         header = f"{len(problems)} invalid tokens:\n" if len(problems) > 1 else ""
         tail = f"\n... and {more} more" if more else ""
         raise errors.InvalidToken(header + "\n".join(shown) + tail)
-    return tokens
+    return count
+
+
+def stream(records: Iterable[Record], how: Shape = Shape()) -> Iterator[Token]:
+    """The tokens of records that :func:`check` passed, made one at a time."""
+    for record in records:
+        yield shape(record, how)
+
+
+def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
+    """Tokens for all records, or one :class:`InvalidToken` listing what is wrong."""
+    records = list(records)
+    check(records, how)
+    return list(stream(records, how))
+
+
+def _digest(token: Token) -> str:
+    content = json.dumps(_content(token), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(content.encode()).hexdigest()
 
 
 def _content(token: Token) -> Token:

@@ -227,7 +227,7 @@ def test_add_dry_run_writes_nothing(db, run):
 
 def test_large_add_shows_progress_on_stderr(db, run):
     result = ok(run("tokens", "add", "--grid", "n=1..1200", "--command", "echo {n}"))
-    assert "adding tokens" in result.stderr
+    assert "adding 1,200 tokens" in result.stderr
     assert "added 1200 tokens" in result.stdout
     eventually(lambda: count(db, "todo"), 1200)
 

@@ -25,6 +25,8 @@ def progress_bar(finished: int, total: int, width: int = BAR_WIDTH) -> str:
 def render(summary: dict, with_bar: bool = False) -> str:
     """The human-readable status."""
     lines = [f"database '{summary['database']}' at {summary['url']}"]
+    if summary.get("views_note"):
+        lines.append(summary["views_note"])
     for name in (s.value for s in TokenState):
         lines.append(f"  {name:<10} {summary[name]:>8}")
     lines.append(f"  {'total':<10} {summary['total']:>8}")
@@ -103,6 +105,7 @@ def status_command(app: App, as_json: bool, watch: bool, interval: float, until_
             echo_json(summary)
         else:
             click.echo(render(summary))
+        db.lagging.clear()  # said above
         return
     tty = not as_json and sys.stdout.isatty()
     first = True

@@ -1,6 +1,7 @@
 """`picas tokens ...`, `picas logs` and `picas export`: creating and managing tokens."""
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import sys
@@ -11,7 +12,18 @@ from typing import Any
 
 import click
 
-from .. import adding, designdocs, errors, injector, operations, shaping, shutdown, sources, state
+from .. import (
+    adding,
+    designdocs,
+    errors,
+    indexing,
+    injector,
+    operations,
+    shaping,
+    shutdown,
+    sources,
+    state,
+)
 from ..database import Database
 from .common import App, CliError, confirm, duration, echo_json, pass_app, plural, shorten, table
 
@@ -129,23 +141,41 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
         assert from_dir is not None  # checked above: --watch needs --from-dir
         _watch(app, files, from_dir, pattern or "*", how, interval, max_time, batch, as_json)
         return
+    def records() -> Iterator[sources.Record]:
+        return _read_records(files, grids, from_dir, pattern)
+
     try:
-        new = shaping.build(_read_records(files, grids, from_dir, pattern), how)
+        total = shaping.check(records(), how)
     except errors.InvalidToken as exc:
         raise errors.InvalidToken(f"{exc}\nnothing was added") from None
     if dry_run:
-        _show_dry_run(new, as_json)
+        _show_dry_run(shaping.stream(records(), how), total, as_json)
         return
     db = app.open_database()
-    if not new:
+    if not total:
         click.echo("nothing to add: the input holds no tokens", err=True)
         return
-    report = _add_with_progress(db, new, batch)
+    report = _add_with_progress(db, shaping.stream(records(), how), total, batch)
+    if report.added:
+        indexing.start(db)
     if as_json:
         echo_json({**report.as_dict(), "database": db.name})
     else:
         click.echo(_add_summary(report, db))
+    _fail_if_stopped(report, total)
     _fail_if_failed(report, db)
+
+
+def _fail_if_stopped(report: adding.AddReport, total: int) -> None:
+    """A failed request stops the add: say what was written, and how to finish."""
+    cause = report.stopped_by
+    if cause is None:
+        return
+    if not (report.added or report.existing):
+        raise cause
+    raise CliError(f"stopped after {report.added + report.existing:,} of {total:,} tokens "
+                   f"were added or found: {cause}\nrun the same command again to add the "
+                   "rest (tokens already there are recognised by their ids)")
 
 
 def _check_add_options(files: tuple[Path, ...], grids: tuple[str, ...],
@@ -166,34 +196,50 @@ def _check_add_options(files: tuple[Path, ...], grids: tuple[str, ...],
 
 
 def _read_records(files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Path | None,
-                  pattern: str | None) -> list[sources.Record]:
+                  pattern: str | None) -> Iterator[sources.Record]:
+    """The input's records, read as they are used (the input is read twice: once
+    to check every token, once to add them)."""
     if grids:
-        return sources.grid(grids)
-    records: list[sources.Record] = []
-    for path in files:
-        records.extend(sources.read_file(path))
-    if from_dir:
-        records.extend(sources.scan_dir(from_dir, pattern or "*"))
-    return records
-
-
-def _add_with_progress(db: Database, new: list[dict], batch: int) -> adding.AddReport:
-    if len(new) < PROGRESS_FROM:
-        return adding.add(db, new, batch)
-    with click.progressbar(length=len(new), label="adding tokens",
-                           file=sys.stderr) as bar:
-        return adding.add(db, new, batch, progress=bar.update)
-
-
-def _show_dry_run(new: list[dict], as_json: bool) -> None:
-    if as_json:
-        echo_json(new)
+        yield from sources.grid(grids)
         return
-    click.echo(f"would add {plural(len(new), 'token')} (dry run: nothing was written)")
-    for token in new[:5]:
+    for path in files:
+        yield from sources.stream_file(path)
+    if from_dir:
+        yield from sources.scan_dir(from_dir, pattern or "*")
+
+
+def _add_with_progress(db: Database, new: Iterator[dict], total: int,
+                       batch: int) -> adding.AddReport:
+    if total < PROGRESS_FROM:
+        return adding.add(db, new, batch)
+    started = time.monotonic()
+    done = [0]
+
+    def rate(_: object) -> str:
+        elapsed = time.monotonic() - started
+        return f"{done[0] / elapsed:,.0f} tokens/s" if elapsed > 0 and done[0] else ""
+
+    def step(count: int) -> None:
+        done[0] += count
+        bar.update(count)
+
+    with click.progressbar(length=total, label=f"adding {total:,} tokens", file=sys.stderr,
+                           item_show_func=rate, show_pos=True) as bar:
+        return adding.add(db, new, batch, progress=step)
+
+
+def _show_dry_run(new: Iterator[dict], total: int, as_json: bool) -> None:
+    if as_json:
+        click.echo("[", nl=False)
+        for n, token in enumerate(new):
+            click.echo(("," if n else "") + json.dumps(token, sort_keys=True), nl=False)
+        click.echo("]")
+        return
+    click.echo(f"would add {plural(total, 'token')} (dry run: nothing was written)")
+    for token in itertools.islice(new, 5):
         click.echo(f"  {token['_id']}  {shorten(_command_text(token), 70)}")
-    if len(new) > 5:
-        click.echo(f"  ... and {len(new) - 5} more")
+    if total > 5:
+        click.echo(f"  ... and {total - 5} more")
 
 
 def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
