@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import conflicts, designdocs, errors, state
+from . import conflicts, designdocs, errors, frontier, state
 from .database import Database, confirmed
 from .state import Holder, TokenState
 from .token import Token
@@ -49,6 +49,8 @@ CONTESTED_FOR = 60.0
 #: finished tokens that every pilot would read; filtered on the server they
 #: cost it 2.5 times less (measured on CouchDB 3.5), and the pilot nothing.
 UNFINISHED = {"type": "token", "done": {"$in": [0, "0", ""]}}
+#: Seconds between a pilot's updates of the pool's frontier (picas.frontier).
+PUBLISH_EVERY = 30.0
 
 
 @dataclass
@@ -103,6 +105,9 @@ class ChangesSource:
 
     Nothing here relies on the order of the feed beyond "a written document
     comes again after its write": CouchDB's feed is ordered only per shard.
+    So the cursor and the ids remembered behind it are all a new pilot
+    needs to start where this one is: they are published as the pool's
+    frontier (:mod:`picas.frontier`) now and then, and read at the start.
     """
 
     def __init__(self) -> None:
@@ -117,10 +122,33 @@ class ChangesSource:
         self._beaten_at: float | None = None
         #: the feed's filter: UNFINISHED on Apache CouchDB, {} for none (None: not known yet)
         self._selector: dict | None = None
+        #: the cursor last published as the frontier, and when (monotonic clock)
+        self._published: tuple[object, float] | None = None
+
+    def _start(self, db: Database) -> None:
+        """Begin at the pool's frontier, with the ids that may need a look behind it."""
+        self._selector = UNFINISHED if db.transport.is_apache_couchdb() else {}
+        start = frontier.load(db)
+        self.cursor = start.since
+        self.watch.update(start.watch)
+        self.skipped.update(dict.fromkeys(start.skipped))
+        self._published = (start.since, time.monotonic())
+
+    def _publish(self, db: Database, exhausted: bool) -> None:
+        """Share the cursor as the frontier: when at the end of the feed, else
+        at most every PUBLISH_EVERY seconds."""
+        assert self._published is not None
+        last, at = self._published
+        if self.cursor == last or (not exhausted and time.monotonic() - at < PUBLISH_EVERY):
+            return
+        self._published = (self.cursor, time.monotonic())
+        frontier.publish(db, frontier.Frontier(self.cursor, dict(self.watch),
+                                               list(self.skipped)))
 
     def fetch(self, db: Database, window: int) -> Window:
         if self._selector is None:
-            self._selector = UNFINISHED if db.transport.is_apache_couchdb() else {}
+            self._start(db)
+        self._publish(db, exhausted=False)
         rows = db.changes(self._selector or None, since=self.cursor, limit=window,
                           include_docs=True, conflicts=True)["results"]
         now = time.time()
@@ -142,6 +170,7 @@ class ChangesSource:
         if not docs:
             self.attempted([])
             if exhausted:
+                self._publish(db, exhausted=True)
                 docs = self._recheck(db, now, window)
         return Window(docs, exhausted, in_order=True, contested=self._contested())
 
@@ -309,7 +338,7 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
         if not candidates:
             if got.exhausted:
                 return result
-            source.attempted(got.docs)  # none acceptable here: move past them
+            source.attempted([])  # none acceptable here: move past them, remembered
             # A feed read moves its cursor on, so reading on always ends;
             # a view answers the same stale rows until its index catches up.
             stale_windows += not got.in_order

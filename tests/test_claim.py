@@ -332,6 +332,9 @@ def test_a_pilot_sharing_a_window_reads_it_once():
         def changes(self, selector, since, limit, **_):
             return {"results": [row for row in rows if row["seq"] > since][:limit]}
 
+        def find(self, doc_id):
+            return None  # no frontier published
+
     alone, sharing = claim.ChangesSource(), _contested_source()
     for source in (alone, sharing):
         first = source.fetch(Feed(), 60)
