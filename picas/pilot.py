@@ -309,8 +309,11 @@ class Pilot:
             limit = min(limit, self.options.max_tasks - self.report.started)
         accept = self._fits if self.options.end_time is not None else None
         source = self._source()
+        started = time.monotonic()
         got = claim.claim(self.db, self.holder, limit=limit, lease_seconds=self.options.lease,
                           source=source, accept=accept)
+        log.debug("claim at %.3f: %d of %d token(s) in %.1f ms, %d conflict(s)", time.time(),
+                  len(got.tokens), limit, 1000 * (time.monotonic() - started), got.conflicts)
         self.report.claimed += len(got.tokens)
         self.report.conflicts += got.conflicts
         self.report.in_doubt += got.in_doubt

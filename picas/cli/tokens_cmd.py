@@ -23,6 +23,7 @@ from .. import (
     shutdown,
     sources,
     state,
+    storage,
 )
 from ..database import Database
 from .common import App, CliError, confirm, duration, echo_json, pass_app, plural, shorten, table
@@ -597,6 +598,49 @@ def export(app: App, views: tuple[str, ...], tag: str | None, output: Path | Non
             count += 1
     if output:
         click.echo(f"exported {plural(count, 'token')} to {output}", err=True)
+
+
+@tokens_group.command("purge")
+@click.option("--view", "views", multiple=True, type=click.Choice(["done", "error", "cancelled"]),
+              default=("done",), show_default=True,
+              help="Finished tokens in this state (repeatable).")
+@click.option("--tag", help="Only tokens with this tag.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="JSON Lines file to write them to (appended to when it exists).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_app
+def purge(app: App, views: tuple[str, ...], tag: str | None, output: Path, yes: bool,
+          as_json: bool) -> None:
+    """Move finished tokens out of the database into a file.
+
+    Each token, attachments (logs) included, is written to the file and the
+    file synced to disk before the token is removed; a token that changes
+    meanwhile stays. Apache CouchDB purges them (needs a database admin);
+    other servers get deletions. Keeps a pool of millions small: see
+    "Millions of tokens" in the README.
+
+    \b
+    Examples:
+      picas tokens purge --view done -o done-2026-12.jsonl
+      picas tokens purge --view done --view error --tag run1 -o run1.jsonl --yes
+    """
+    db = app.open_database()
+    ids = operations.select(db, (), views, tag)
+    if not ids:
+        click.echo("no tokens selected: nothing to purge")
+        return
+    confirm(f"move {plural(len(ids), 'token')} from database '{db.name}' to {output}?", yes)
+    with output.open("a", encoding="utf-8") as out, \
+            click.progressbar(length=len(ids), label="purging", file=sys.stderr) as bar:
+        report = storage.purge(db, ids, out, progress=bar.update)
+    if as_json:
+        echo_json({"written": report.written, "removed": report.removed,
+                   "changed": report.changed, "output": str(output)})
+    else:
+        kept = f"; {len(report.changed)} changed meanwhile and stayed" if report.changed else ""
+        click.echo(f"wrote {plural(report.written, 'token')} to {output} and removed "
+                   f"{report.removed} from database '{db.name}'{kept}")
 
 
 COMMANDS = [tokens_group, logs, export]
