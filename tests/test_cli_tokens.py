@@ -5,31 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from conftest import unique_name
 from support import eventually
 
 from picas import adding, designdocs, errors, operations, shaping, state
-from picas.cli import cli
 from picas.database import Database
 from picas.server import free_port
 from picas.shaping import Shape
 from picas.sources import Record
 from picas.state import Holder, Outcome
 from picas.transport import Transport
-
-
-@pytest.fixture
-def run(couch, db, tmp_path):
-    """``run(*args)``: picas connected to the test database, with a private config."""
-    env = {"PICAS_URL": couch.url, "PICAS_DATABASE": db.name,
-           "PICAS_USERNAME": couch.username, "PICAS_PASSWORD": couch.password,
-           "PICAS_CONFIG": str(tmp_path / "conf.yml"), "PICAS_PROFILE": None}
-
-    def invoke(*args: str, input: str | None = None, **extra: str | None) -> Result:
-        return CliRunner().invoke(cli, list(args), input=input, env={**env, **extra})
-
-    return invoke
 
 
 def ok(result: Result) -> Result:

@@ -40,12 +40,6 @@ def _invoker(url: str, couch, db: Database, tmp_path):
 
 
 @pytest.fixture
-def run(couch, db, tmp_path):
-    """``run(*args)``: picas on the test database."""
-    return _invoker(couch.url, couch, db, tmp_path)
-
-
-@pytest.fixture
 def through(couch, db, tmp_path, proxy):
     """``through(*args)``: picas reaching the test database through the proxy."""
     return _invoker(proxy.url, couch, db, tmp_path)

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
 from support import eventually
+from test_cli_tokens import failed, ok
 
 from picas import state, storage
-from picas.cli import cli
 from picas.shaping import build
 from picas.sources import Record
 from picas.state import Holder, Outcome
-from test_cli_tokens import failed, ok, run  # noqa: F401 -- run is a fixture
 
 
 def _finished(db, n: int, first: int = 0) -> list[str]:
