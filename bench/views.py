@@ -9,7 +9,7 @@ JavaScript processes, read from /proc) is divided by N: the cost of
 indexing one changed token for that design document, which every write a
 pilot makes (lock, renewal, result) pays again.
 
-    .venv/bin/python bench/views.py --url http://admin:pw@127.0.0.1:5984 --n 100000 --json views.json
+    .venv/bin/python bench/views.py --url http://admin:pw@127.0.0.1:5984 --n 100000
 
 Only for a server on this machine (it reads /proc); give ``--server-pid``
 when the server's port does not find it.
@@ -17,11 +17,11 @@ when the server's port does not find it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
-
 from urllib.parse import urlsplit
 
 from benchmark import listening_pids
@@ -35,7 +35,7 @@ from picas.transport import Transport
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu(pid: int) -> float:
+def server_cpu(pid: int) -> float:
     """CPU seconds of ``pid`` and of its children (living and reaped)."""
     total = 0.0
     for child in [pid, *_descendants(pid)]:
@@ -80,22 +80,20 @@ def _tokens(n: int) -> list[dict]:
 
 
 def measure(db: Database, n: int, server_pid: int, batch: int = 2000) -> dict:
-    try:
-        db.delete()
-    except errors.DatabaseNotFound:
-        pass
+    with contextlib.suppress(errors.DatabaseNotFound):
+        db.destroy()
     db.create()
     docs = _tokens(n)
     for start in range(0, n, batch):
         db.bulk_docs(docs[start:start + batch])
     result = {"n": n, "designs": {}}
     for design in designdocs.load():
-        cpu0, t0 = _cpu(server_pid), time.perf_counter()
+        cpu0, t0 = server_cpu(server_pid), time.perf_counter()
         designdocs.push(db, [design])
         first = next(iter(designdocs.load()[design]["views"]))
         db.transport.timeout = (5.0, 3600.0)
         db.view(design, first, limit=0)
-        seconds, cpu = time.perf_counter() - t0, _cpu(server_pid) - cpu0
+        seconds, cpu = time.perf_counter() - t0, server_cpu(server_pid) - cpu0
         views = len(designdocs.load()[design]["views"])
         result["designs"][design] = {
             "views": views, "build_s": round(seconds, 2),
@@ -103,7 +101,7 @@ def measure(db: Database, n: int, server_pid: int, batch: int = 2000) -> dict:
             "tokens_per_s": round(n / seconds)}
         print(f"{design:<8} {views:>2} views: {seconds:6.1f} s, server CPU {cpu:6.1f} s = "
               f"{1000 * cpu / n:.3f} ms per token ({n / seconds:,.0f} tokens/s)", flush=True)
-    db.delete()
+    db.destroy()
     return result
 
 
