@@ -11,6 +11,8 @@ pilot makes (lock, renewal, result) pays again.
 
     .venv/bin/python bench/views.py --url http://admin:pw@127.0.0.1:5984 --n 100000
 
+``--couchviews`` measures another layout of the views (for example an
+earlier version's: ``git archive REV couchviews | tar -x -C /tmp/old``).
 Only for a server on this machine (it reads /proc); give ``--server-pid``
 when the server's port does not find it.
 """
@@ -79,7 +81,8 @@ def _tokens(n: int) -> list[dict]:
     return docs
 
 
-def measure(db: Database, n: int, server_pid: int, batch: int = 2000) -> dict:
+def measure(db: Database, n: int, server_pid: int, root: Path | None = None,
+            batch: int = 2000) -> dict:
     with contextlib.suppress(errors.DatabaseNotFound):
         db.destroy()
     db.create()
@@ -87,14 +90,15 @@ def measure(db: Database, n: int, server_pid: int, batch: int = 2000) -> dict:
     for start in range(0, n, batch):
         db.bulk_docs(docs[start:start + batch])
     result = {"n": n, "designs": {}}
-    for design in designdocs.load():
+    designs = designdocs.load(root)
+    for design, doc in designs.items():
         cpu0, t0 = server_cpu(server_pid), time.perf_counter()
-        designdocs.push(db, [design])
-        first = next(iter(designdocs.load()[design]["views"]))
+        db.put({"_id": f"_design/{design}", **doc})
+        first = next(iter(doc["views"]))
         db.transport.timeout = (5.0, 3600.0)
         db.view(design, first, limit=0)
         seconds, cpu = time.perf_counter() - t0, server_cpu(server_pid) - cpu0
-        views = len(designdocs.load()[design]["views"])
+        views = len(doc["views"])
         result["designs"][design] = {
             "views": views, "build_s": round(seconds, 2),
             "server_cpu_s": round(cpu, 2), "cpu_ms_per_token": round(1000 * cpu / n, 3),
@@ -111,6 +115,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--server-pid", type=int)
     parser.add_argument("--database", default="bench-views")
+    parser.add_argument("--couchviews", type=Path,
+                        help="design documents from this folder [picas's own]")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     transport = Transport(args.url)
@@ -118,7 +124,7 @@ def main() -> None:
                                   None)
     if pid is None:
         raise SystemExit("cannot find the server's process: give --server-pid")
-    result = measure(Database(transport, args.database), args.n, pid)
+    result = measure(Database(transport, args.database), args.n, pid, args.couchviews)
     result["server"] = transport.server_info().get("version")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -77,7 +77,7 @@ class Source(Protocol):
 class ViewSource:
     """Candidates from a view of todo tokens (in the view's order)."""
 
-    def __init__(self, design: str = designdocs.PILOT, view: str = "todo_by_priority",
+    def __init__(self, design: str = designdocs.MONITOR, view: str = "todo_by_priority",
                  **view_params: object) -> None:
         self.design, self.view, self.view_params = design, view, view_params
 
@@ -320,7 +320,7 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
     Returns the locked tokens (with their new ``_rev``); an empty result
     means there is nothing to claim now, a normal outcome. ``accept`` can
     skip candidates (for example tokens that would not fit in the walltime
-    left). ``source`` defaults to the ``Pilot/todo_by_priority`` view.
+    left). ``source`` defaults to the ``Monitor/todo_by_priority`` view.
     """
     rng = rng or random.Random()
     source = source or ViewSource()

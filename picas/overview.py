@@ -73,7 +73,7 @@ def errors_by_exit_code(db: Database) -> dict[str, int]:
 
 def suspect_hosts(db: Database) -> list[dict]:
     """Hosts whose attempts fail far more often than the others' (see
-    :func:`picas.triage.suspect_hosts`); none on a database without the Triage views."""
+    :func:`picas.triage.suspect_hosts`); none on a database without the triage views."""
     try:
         return triage.suspect_hosts(triage.host_attempts(db))
     except ViewNotFound:

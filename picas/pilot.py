@@ -59,7 +59,7 @@ class PilotOptions:
     endless: bool = False
     #: claim from this view (strict priority order) instead of the changes feed
     view: str | None = None
-    design_doc: str = designdocs.PILOT
+    design_doc: str = designdocs.MONITOR
     #: claim only tokens with this tag (from Monitor/by_tag)
     tag: str | None = None
     #: epoch seconds when the allocation ends (walltime), if known

@@ -108,7 +108,7 @@ class StaleView:
 
 
 def _todo_answer(db: Database) -> dict:
-    return db.view("Pilot", "todo_by_priority", include_docs=True)
+    return db.view("Monitor", "todo_by_priority", include_docs=True)
 
 
 def _lock_behind_its_back(db: Database, rows: list[dict]) -> dict[str, str]:

@@ -23,6 +23,10 @@ def db_group() -> None:
 def _report_views(reports: dict[str, designdocs.PushReport]) -> list[str]:
     lines = []
     for design, report in reports.items():
+        if report.removed:
+            lines.append(f"views {design}: retired design document removed (its views "
+                         f"are in {designdocs.MONITOR} now)")
+            continue
         parts = [f"{len(report.added)} added", f"{len(report.changed)} changed",
                  f"{len(report.unchanged)} unchanged"]
         names = [f"+{v}" for v in report.added] + [f"~{v}" for v in report.changed]
@@ -32,8 +36,8 @@ def _report_views(reports: dict[str, designdocs.PushReport]) -> list[str]:
 
 
 def _views_json(reports: dict[str, designdocs.PushReport]) -> dict:
-    return {design: {"added": r.added, "changed": r.changed, "unchanged": r.unchanged}
-            for design, r in reports.items()}
+    return {design: {"added": r.added, "changed": r.changed, "unchanged": r.unchanged,
+                     "removed": r.removed} for design, r in reports.items()}
 
 
 @db_group.command("create")

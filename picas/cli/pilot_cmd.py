@@ -57,7 +57,7 @@ class BatchSize(click.ParamType):
 @click.option("--view", default=None,
               help="Claim from this view instead of the changes feed, e.g. todo_by_priority "
                    "for strict priority order.")
-@click.option("--design-doc", default="Pilot", show_default=True,
+@click.option("--design-doc", default="Monitor", show_default=True,
               help="Design document of --view.")
 @click.option("--tag", help="Claim only tokens with this tag.")
 @click.option("--end-time", type=float, metavar="EPOCH",
