@@ -35,11 +35,11 @@ from urllib.parse import urlsplit
 
 import envs
 from benchmark import listening_pids
+from scale import finish_all_but
 from views import server_cpu
 
-from picas import frontier, state
+from picas import frontier
 from picas.database import Database
-from picas.state import Holder, Outcome
 from picas.transport import Transport, split_credentials
 
 HERE = Path(__file__).resolve().parent
@@ -119,32 +119,6 @@ def _per_interval(claims: list[tuple[float, int, float]], t0: float, step: float
     for at, tokens, _ in claims:
         buckets[int((at - t0) // step)] = buckets.get(int((at - t0) // step), 0) + tokens
     return [(k * step, v / step) for k, v in sorted(buckets.items())]
-
-
-def _finish_all_but(db: Database, rest: int, batch: int = 2000) -> int:
-    """Mark todo tokens finished directly, leaving ``rest`` todo; return how many."""
-    holder = Holder("bench-direct", "bench")
-    marked, keep = 0, rest
-    pages = db.iter_all_docs(page=batch, include_docs=True)
-    chunk: list[dict] = []
-    for row in pages:
-        doc = row.get("doc") or {}
-        if state.classify(doc) is not state.TokenState.TODO:
-            continue
-        if keep:
-            keep -= 1
-            continue
-        locked = state.lock(doc, holder, 60.0)
-        chunk.append(state.finish(locked, state.new_attempt(locked, Outcome.SUCCEEDED,
-                                                            exit_code=0)))
-        if len(chunk) == batch:
-            db.bulk_docs(chunk)
-            marked += len(chunk)
-            chunk = []
-    if chunk:
-        db.bulk_docs(chunk)
-        marked += len(chunk)
-    return marked
 
 
 def _first_claim_s(env: dict[str, str], workdir: Path, phase: str) -> float | None:
@@ -227,7 +201,7 @@ def main() -> None:
     result["start"] = _summary(start_claims, server_cpu(pid) - cpu0)
     result["start"]["series"] = _per_interval(start_claims, t0)
     print(f"start: {result['start']}", flush=True)
-    marked = _finish_all_but(db, args.rest)
+    marked = finish_all_but(db, args.rest)
     result["marked_finished"] = marked
     print(f"marked {marked} finished directly", flush=True)
     result["new_pilot_first_claim_s"] = _first_claim_s(env, args.workdir, "first")
