@@ -57,7 +57,7 @@ def run_scale(target: Target, n: int, rep: int, workdir: Path, timeout: float) -
             "readd_s": readd_s, "status_cold_s": cold_s, "status_warm_s": warm_s,
             "status_todo": status.get("todo"), "views_note": status.get("views_note"),
             "new_pilot_s": pilot_s, "new_pilot_requests": pilot.get("requests"),
-            "new_pilot_done": pilot.get("done")}
+            "new_pilot_succeeded": (pilot.get("outcomes") or {}).get("succeeded", 0)}
 
 
 def finish_all_but(db: Database, rest: int, batch: int = 2000) -> int:
