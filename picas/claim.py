@@ -31,6 +31,7 @@ from typing import Protocol
 
 from . import conflicts, designdocs, errors, frontier, state
 from .database import Database, confirmed
+from .frontier import position as _position
 from .state import Holder, TokenState
 from .token import Token
 
@@ -84,8 +85,12 @@ class ViewSource:
     def fetch(self, db: Database, window: int) -> Window:
         answer = db.view(self.design, self.view, include_docs=True, conflicts=True,
                          limit=window, **self.view_params)
+        return self.window(answer, window)
+
+    @staticmethod
+    def window(answer: dict, size: int) -> Window:
         docs = [row["doc"] for row in answer["rows"] if row.get("doc")]
-        return Window(docs, len(answer["rows"]) < window, answer.get("total_rows"))
+        return Window(docs, len(answer["rows"]) < size, answer.get("total_rows"))
 
     def attempted(self, docs: list[Token], beaten: int = 0) -> None:
         """Views need no bookkeeping: written tokens leave the view."""
@@ -218,6 +223,49 @@ class ChangesSource:
                 self.watch.pop(row["key"], None)
                 self.skipped.pop(row["key"], None)
         return docs
+
+
+class PrioritySource:
+    """Highest priority first, without waiting long for a view's index.
+
+    ``todo_by_priority`` is read as far as its index has got
+    (``stale=update_after``: the server catches up afterwards, in the
+    background). When that shows nothing claimable and the index is only
+    a little behind (just after an add, say), the view is read again up
+    to date, which takes a moment; when it is far behind (a million new
+    tokens), candidates come from the changes feed meanwhile.
+    """
+
+    #: changes an index may lag behind the database and still be waited for
+    CATCH_UP = 5000
+
+    def __init__(self, feed: ChangesSource) -> None:
+        self.view = ViewSource()
+        self.feed = feed
+        self._last: Source = self.view
+
+    def fetch(self, db: Database, window: int) -> Window:
+        self._last = self.view
+        answer = db.view(self.view.design, self.view.view, include_docs=True, conflicts=True,
+                         limit=window, stale="update_after", update_seq=True)
+        got = self.view.window(answer, window)
+        if self._any_claimable(got):
+            return got
+        if _position(db.info().get("update_seq")) - _position(answer.get("update_seq")) \
+                <= self.CATCH_UP:
+            got = self.view.fetch(db, window)
+            if self._any_claimable(got):
+                return got
+        self._last = self.feed
+        return self.feed.fetch(db, window)
+
+    @staticmethod
+    def _any_claimable(got: Window) -> bool:
+        now = time.time()
+        return any(claimable(doc, now) for doc in got.docs)
+
+    def attempted(self, docs: list[Token], beaten: int = 0) -> None:
+        self._last.attempted(docs, beaten)
 
 
 def _one_branch(db: Database, doc_id: str, doc: Token, now: float) -> Token:

@@ -45,7 +45,7 @@ class Frontier:
     skipped: list[str] = field(default_factory=list)
 
 
-def _position(seq: Any) -> int:
+def position(seq: Any) -> int:
     """How far along the feed a sequence is: CouchDB's are ``"N-..."`` (N the
     sum over shards), pouchdb-server's plain numbers."""
     try:
@@ -77,7 +77,7 @@ def publish(db: Database, frontier: Frontier) -> bool:
         return False
 
     def move(current: dict | None) -> dict | None:
-        if current and _position(current.get("since")) >= _position(frontier.since):
+        if current and position(current.get("since")) >= position(frontier.since):
             return None
         return {"_id": FRONTIER_ID, **({"_rev": current["_rev"]} if current else {}),
                 "since": frontier.since, "watch": frontier.watch,

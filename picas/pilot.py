@@ -222,6 +222,7 @@ class Pilot:
         self.report = PilotReport(pilot_id=self.holder.pilot_id)
         self.started_at = time.monotonic()
         self.changes = claim.ChangesSource()
+        self.by_priority = claim.PrioritySource(self.changes)
         self.workspace = runner.Workspace(options.workdir)
         self.run_options = runner.RunOptions(options.log_cap, options.grace)
         self.batch = BatchSizer(options.batch)
@@ -366,7 +367,7 @@ class Pilot:
         if self._priorities_checked is None or now - self._priorities_checked > PRIORITY_CHECK:
             self._priorities = pool.uses_priorities(self.db)
             self._priorities_checked = now
-        return claim.ViewSource() if self._priorities else self.changes
+        return self.by_priority if self._priorities else self.changes
 
     def _recover(self) -> int:
         """With a view as source, expired leases are found through their own view."""

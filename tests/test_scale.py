@@ -177,3 +177,28 @@ def test_a_member_who_may_not_see_the_builds_is_not_locked_out(couch, db, throug
     member = Database(Transport(proxy.url, couch.username, couch.password), db.name)
     assert indexing.builds(member) is None
     assert member.info()["db_name"] == db.name
+
+
+def test_a_priority_pool_is_claimed_from_without_waiting_for_the_view(couch, db, proxy):
+    from picas import claim, pool
+    from picas.state import Holder
+
+    pool.enable_priorities(db)
+    tokens = shaping.build([sources.Record({"command": f"echo {n}", "priority": n}, f"x:{n}")
+                            for n in range(1, 6)])
+    adding.add(db, tokens)
+    eventually(lambda: len(db.view(designdocs.MONITOR, "todo_by_priority")["rows"]), 5)
+    late = shaping.build([sources.Record({"command": "echo late", "priority": 9}, "x:late")])
+    adding.add(db, late)
+    _building(proxy)  # from now on, a query that waits for the index would time out
+    reached = Database(Transport(proxy.url, couch.username, couch.password), db.name)
+    source = claim.PrioritySource(claim.ChangesSource())
+    order = []
+    for _ in range(6):
+        order += [t["_id"] for t in claim.claim(reached, Holder("p", "h"), source=source).tokens]
+    # the indexed ones by priority (the late one, too new for the index, may come any time)
+    indexed = [i for i in order if i != late[0]["_id"]]
+    assert indexed == [t["_id"] for t in sorted(tokens, key=lambda t: -t["priority"])]
+    assert sorted(order) == sorted(t["_id"] for t in tokens + late)
+    waited = [line for line in proxy.seen if "/_view/" in line and "stale=" not in line]
+    assert not waited, proxy.seen
