@@ -238,6 +238,9 @@ def error_for(status: int, reason: str, path: list[str], url: str, username: str
     if status == 412:
         # CouchDB's answer to creating a database that exists.
         return errors.DatabaseExists(f"conflict on /{'/'.join(path)}: {reason}")
+    if status == 413:
+        return errors.TooLarge(f"{url} refused /{'/'.join(path)} as too large ({reason}): "
+                               "CouchDB's max_document_size or max_attachment_size")
     if status >= 500:
         return errors.ServerError(
             f"{url} failed with HTTP {status} ({reason}); try again, "
