@@ -150,8 +150,11 @@ def _fetch(source: str, target: Path) -> None:
             shutil.copytree(source, target)
         else:
             shutil.copyfile(source, target)
-    except OSError as exc:
+    except OSError as exc:  # urllib's errors too: HTTPError has a code, URLError a reason
         reason = getattr(exc, "reason", None) or exc.strerror or exc
+        code = getattr(exc, "code", None)
+        if code:
+            reason = f"HTTP {code} ({reason})"
         raise InputUnavailable(f"input {source!r}: {reason}") from None
 
 
