@@ -224,6 +224,8 @@ def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
 
 def _command_text(token: dict) -> str:
     command = token.get("command")
+    if command is None and isinstance(token.get("function"), str):
+        return f"{token['function']}(...)"
     if isinstance(command, list):
         return " ".join(command)
     return "" if command is None else str(command)
@@ -296,10 +298,14 @@ def _show(doc: dict) -> str:
     current = state.classify(doc)
     lines = [f"id           {doc['_id']}",
              f"state        {current.value if current else 'not a token'}"]
-    for key in ("command", "input", "env", "priority", "tags", "max_attempts",
-                "expected_runtime", "exit_code", "hostname", "scrub_count", "output"):
+    for key in ("command", "function", "args", "kwargs", "input", "inputs", "stdin",
+                "outputs", "env", "priority", "tags", "max_attempts", "expected_runtime",
+                "exit_code", "hostname", "scrub_count", "output"):
         if doc.get(key) not in (None, "", {}, []):
             lines.append(f"{key:<12} {_format_value(doc[key])}")
+    for item in doc.get("outputs_skipped") or []:
+        lines.append(f"left out     {item.get('name')} ({item.get('size', '?')} bytes): "
+                     f"{item.get('reason')}")
     lease = doc.get("lease")
     if lease:
         expires = lease.get("expires")
