@@ -47,8 +47,10 @@ def test_attachments_and_inputs_are_in_the_folder_and_declared_outputs_are_attac
     (tmp_path / "local.txt").write_text("from a path\n")
     (tmp_path / "by-url.txt").write_text("from file://\n")
     add(db, [token("t", "cat data.txt local.txt by-url.txt remote.txt > joined.csv; "
-                        "cp \"$PICAS_INPUT_FILE\" input-copy.json; ls > listing.txt",
-                   input={"alpha": 0.5}, outputs=["*.csv", "*.json", "listing.txt"],
+                        "cp \"$PICAS_INPUT_FILE\" input-copy.json; ls > listing.txt; "
+                        "mkdir plots; echo png > plots/a.png",
+                   input={"alpha": 0.5},
+                   outputs=["*.csv", "*.json", "listing.txt", "plots/*.png"],
                    inputs=[str(tmp_path / "local.txt"), f"file://{tmp_path}/by-url.txt",
                            f"{url}/remote.txt"])])
     db.put_attachment("t", db.get("t")["_rev"], "data.txt", b"from an attachment\n")
@@ -62,6 +64,7 @@ def test_attachments_and_inputs_are_in_the_folder_and_declared_outputs_are_attac
         b"by-url.txt", b"data.txt", b"input-copy.json", b"joined.csv", b"listing.txt",
         b"local.txt", b"remote.txt"]
     assert done["_attachments"]["joined.csv"]["content_type"] == "text/csv"
+    assert db.get_attachment("t", "plots/a.png") == b"png\n"
     assert done["outputs_skipped"] == []
 
 
