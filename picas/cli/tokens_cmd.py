@@ -109,8 +109,9 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
     """Add tokens from files, a parameter grid, or the files in a directory.
 
     FILE can be JSON (an array), JSONL, YAML (a list) or CSV (with a header
-    row). Keys other than command, env, priority, tags, max_attempts,
-    expected_runtime, input and _id go into the token's input. Every token
+    row). Keys other than command (or function, with args and kwargs),
+    env, priority, tags, max_attempts, expected_runtime, files, inputs,
+    outputs, stdin, input and _id go into the token's input. Every token
     is checked before any is written, so a bad line adds nothing. Ids come
     from the content, so adding the same input twice adds nothing new.
 
