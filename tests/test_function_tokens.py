@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import textwrap
 
 import pytest
 from click.testing import CliRunner
-from pilots import TOKEN_BASE, add, run_pilot, state_of
+from pilots import TOKEN_BASE, add, finish, run_pilot, start_pilot, state_of, wait_for
 
 from picas import errors, functions, shaping
 from picas.cli import cli
@@ -117,6 +118,19 @@ def test_a_function_has_the_same_time_limit_as_a_command(db, lib_env, tmp_path):
     run_pilot(lib_env, "--max-token-time", "1", "--grace", "1", workdir=tmp_path / "w")
     (attempt,) = db.get("slow")["attempts"]
     assert attempt["outcome"] == "timed_out" and "exception" not in attempt
+
+
+def test_sigterm_interrupts_a_function_and_hands_its_token_back(db, lib_env, tmp_path):
+    add(db, [function_token("slow", "jobs:slow")])
+    proc = start_pilot(lib_env, workdir=tmp_path / "w")
+    wait_for(lambda: state_of(db, "slow") is TokenState.LOCKED)
+    wait_for(lambda: list((tmp_path / "w").glob("*.call.json")))  # the child is starting
+    os.kill(proc.pid, signal.SIGTERM)
+    report = finish(proc, timeout=30)
+    assert report["stopped_because"] == "signal"
+    token = db.get("slow")
+    assert state_of(db, "slow") is TokenState.TODO
+    assert [a["outcome"] for a in token["attempts"]] == ["interrupted"]
 
 
 def test_a_function_reads_the_tokens_input_from_the_input_file(db, lib_env, tmp_path):
