@@ -91,10 +91,15 @@ def test_an_exception_is_recorded_with_type_message_and_traceback(db, lib_env, t
 def test_a_function_that_cannot_be_imported_is_a_recorded_failure(db, lib_env, tmp_path):
     add(db, [function_token("no-module", "no_such_module_xyz:run", max_attempts=1),
              function_token("no-name", "jobs:no_such_function", max_attempts=1),
+             function_token("malformed", "not a function name"),
              function_token("fine", "jobs:fit", args=[1, 1])])
     report = run_pilot(lib_env, workdir=tmp_path / "w")
     assert report["stopped_because"] == "no-work"
-    assert report["outcomes"] == {"failed": 2, "succeeded": 1}
+    assert report["outcomes"] == {"failed": 3, "succeeded": 1}
+    malformed = db.get("malformed")  # a defect of the token: to error at once
+    assert state_of(db, "malformed") is TokenState.ERROR and len(malformed["attempts"]) == 1
+    assert "function must name a Python function as 'module:name'" in \
+        malformed["attempts"][0]["error"]
     no_module = db.get("no-module")["attempts"][0]
     assert no_module["exit_code"] == functions.CANNOT_IMPORT
     assert no_module["exception"]["type"] == "ModuleNotFoundError"
