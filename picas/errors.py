@@ -87,6 +87,14 @@ class RequestRejected(PicasError):
     """HTTP 400 and other 4xx: the server refused a malformed request."""
 
 
+class TooLarge(RequestRejected):
+    """HTTP 413: a document, an attachment or a request larger than the server allows."""
+
+
+class InputUnavailable(PicasError):
+    """A token's input (an attachment, a file or a URL) could not be read."""
+
+
 class InvalidToken(PicasError, ValueError):
     """A token (or token input) that picas cannot run or store."""
 

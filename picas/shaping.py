@@ -1,13 +1,16 @@
 """Records into tokens: which fields a token takes, its command and its id.
 
-A record's keys that are token fields (``command``, ``env``, ``priority``,
-``tags``, ``max_attempts``, ``expected_runtime``, ``input``, ``_id``) stay
-on the token; every other key goes into its ``input``. :func:`build`
-checks every record before any token is written.
+A record's keys that are token fields (``command`` or ``function``,
+``env``, ``priority``, ``tags``, ``max_attempts``, ``expected_runtime``,
+``input``, ``inputs``, ``outputs``, ``stdin``, ``_id``; ``args`` and
+``kwargs`` beside a ``function``) stay on the token; every other key goes
+into its ``input``. :func:`build` checks every record before any token is
+written.
 
-A token's id is a hash of what it runs (command, input, env) unless the
-record gives ``_id``, so adding the same input twice adds nothing the
-second time: the conflict on the existing id means "already there".
+A token's id is a hash of what it runs (command or function and its
+arguments, input, env, the files it reads) unless the record gives
+``_id``, so adding the same input twice adds nothing the second time: the
+conflict on the existing id means "already there".
 """
 from __future__ import annotations
 
@@ -20,18 +23,24 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors, provenance
+from . import errors, functions, provenance, staging
 from .jobid import JOB_ID_FIELDS
 from .sources import Record
 from .token import Token, blank
 
 #: Record keys that are token fields; all other keys go into ``input``.
-TOKEN_FIELDS = ("_id", "type", "command", "env", "priority", "tags", "max_attempts",
-                "expected_runtime", "input", "files")
+TOKEN_FIELDS = ("_id", "type", "command", "function", "env", "priority", "tags",
+                "max_attempts", "expected_runtime", "input", "files", "inputs", "outputs",
+                "stdin")
+#: Token fields only beside a ``function`` (elsewhere they are input, as they always were).
+CALL_FIELDS = ("args", "kwargs")
 #: Fields that only pilots and state changes write.
 MANAGED_FIELDS = frozenset({"lock", "done", "hostname", "scrub_count", "exit_code", "output",
                             "error", "uploads", "attempts", "lease", "cancel_requested",
-                            "retry_base", *JOB_ID_FIELDS})
+                            "retry_base", "outputs_skipped", *JOB_ID_FIELDS})
+#: What a token runs besides its command, input and env: in its id when given.
+#: (Only when given, so that the ids of tokens without them stay what they were.)
+RUNS_WITH = ("function", "args", "kwargs", "inputs", "stdin")
 MAX_REPORTED = 10
 
 
@@ -93,7 +102,8 @@ def fill(template: str, token: Token) -> str:
 def token_id(token: Token) -> str:
     """The id a token gets from its content: what it runs and with what."""
     content = {"command": token.get("command"), "input": token.get("input", {}),
-               "env": token.get("env") or {}}
+               "env": token.get("env") or {},
+               **{key: token[key] for key in RUNS_WITH if key in token}}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "t-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
@@ -171,13 +181,18 @@ def _shape(fields: Any, how: Shape) -> Token:
         if not isinstance(own["_id"], str) or not own["_id"] or own["_id"].startswith("_"):
             raise ValueError("_id must be a non-empty string not starting with '_'")
         token["_id"] = own["_id"]
-    if how.command is not None:
+    if "function" in own:
+        if how.command is not None or "command" in own:
+            raise ValueError("the token has a 'function' and a command: keep one")
+        token.update(functions.check(own["function"], own.get("args"), own.get("kwargs")))
+    elif how.command is not None:
         token["command"] = fill(how.command, token)
     elif "command" in own:
         token["command"] = _command(own["command"])
     elif how.require_command:
         raise ValueError("no command: give the token a 'command' field, or use "
-                         "--command TEMPLATE (for example --command 'run.sh {path}')")
+                         "--command TEMPLATE (for example --command 'run.sh {path}'), or "
+                         "name a Python 'function' (module:name)")
     token.setdefault("_id", token_id(token))
     return token
 
@@ -194,7 +209,8 @@ def _split(fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             raise ValueError(f"field name {key!r} is not text")
         if key in MANAGED_FIELDS or (key.startswith("_") and key != "_id"):
             raise ValueError(f"field '{key}' is managed by picas: remove it from the input")
-        (own if key in TOKEN_FIELDS else extra)[key] = value
+        ours = key in TOKEN_FIELDS or (key in CALL_FIELDS and "function" in fields)
+        (own if ours else extra)[key] = value
     return own, extra
 
 
@@ -226,6 +242,10 @@ def _set_options(token: dict[str, Any], own: dict[str, Any], how: Shape) -> None
                                             minimum=0)
     if "files" in own:
         token["files"] = provenance.check_files(own["files"])
+    for key, check in (("inputs", staging.check_inputs), ("outputs", staging.check_outputs),
+                       ("stdin", staging.check_stdin)):
+        if key in own:
+            token[key] = check(own[key])
     tags = _tags(own.get("tags", [])) + list(how.tags)
     if tags:
         token["tags"] = list(dict.fromkeys(tags))

@@ -122,8 +122,9 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
     """Add tokens from files, a parameter grid, or the files in a directory.
 
     FILE can be JSON (an array), JSONL, YAML (a list) or CSV (with a header
-    row). Keys other than command, env, priority, tags, max_attempts,
-    expected_runtime, input and _id go into the token's input. Every token
+    row). Keys other than command (or function, with args and kwargs),
+    env, priority, tags, max_attempts, expected_runtime, files, inputs,
+    outputs, stdin, input and _id go into the token's input. Every token
     is checked before any is written, so a bad line adds nothing. Ids come
     from the content, so adding the same input twice adds nothing new.
 
@@ -271,6 +272,8 @@ def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
 
 def _command_text(token: dict) -> str:
     command = token.get("command")
+    if command is None and isinstance(token.get("function"), str):
+        return f"{token['function']}(...)"
     if isinstance(command, list):
         return " ".join(command)
     return "" if command is None else str(command)
@@ -343,10 +346,14 @@ def _show(doc: dict) -> str:
     current = state.classify(doc)
     lines = [f"id           {doc['_id']}",
              f"state        {current.value if current else 'not a token'}"]
-    for key in ("command", "input", "env", "priority", "tags", "max_attempts",
-                "expected_runtime", "exit_code", "hostname", "scrub_count", "output"):
+    for key in ("command", "function", "args", "kwargs", "input", "inputs", "stdin",
+                "outputs", "env", "priority", "tags", "max_attempts", "expected_runtime",
+                "exit_code", "hostname", "scrub_count", "output"):
         if doc.get(key) not in (None, "", {}, []):
             lines.append(f"{key:<12} {_format_value(doc[key])}")
+    for item in doc.get("outputs_skipped") or []:
+        lines.append(f"left out     {item.get('name')} ({item.get('size', '?')} bytes): "
+                     f"{item.get('reason')}")
     lease = doc.get("lease")
     if lease:
         expires = lease.get("expires")
