@@ -51,7 +51,7 @@ def builds(db: Database) -> list[Build] | None:
     (``_active_tasks`` is for server admins only)."""
     try:
         tasks = db.transport.request("GET", ["_active_tasks"])
-    except (errors.PermissionDenied, errors.AuthenticationFailed):
+    except errors.PermissionDenied:
         return None
     found: dict[str, list[int]] = {}
     for task in tasks if isinstance(tasks, list) else []:
