@@ -11,6 +11,7 @@ is a compare-and-set on ``_rev``, so two pilots never both win.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -59,6 +60,9 @@ class LeaseKeeper:
         self.lease_seconds = lease_seconds
         self.interval = interval if interval is not None else max(0.5, lease_seconds / 3)
         self._held: dict[str, dict] = {}
+        #: until when the cluster confirmed each held lease (claims are
+        #: confirmed locks; a renewal answered "accepted" does not count)
+        self._until: dict[str, float] = {}
         #: tokens taken over by another pilot: our last revision of each
         self._lost: dict[str, dict] = {}
         self._lock = threading.Lock()
@@ -73,6 +77,7 @@ class LeaseKeeper:
         with self._lock:
             for token in tokens:
                 self._held[token["_id"]] = token
+                self._until[token["_id"]] = _expires(token)
 
     def take(self, token_id: str) -> Token | None:
         """Stop renewing ``token_id``; return our latest revision of it.
@@ -81,6 +86,7 @@ class LeaseKeeper:
         its result then goes down as a late attempt, not nowhere.
         """
         with self._lock:
+            self._until.pop(token_id, None)
             return self._held.pop(token_id, None) or self._lost.pop(token_id, None)
 
     def get(self, token_id: str) -> Token | None:
@@ -117,12 +123,25 @@ class LeaseKeeper:
                 return
             renewed = [state.renew(token, self.lease_seconds) for token in held]
             results = self.db.bulk_docs(renewed)
+            now = time.time()
             for token, result in zip(renewed, results, strict=True):
                 if confirmed(result):
                     self._held[token["_id"]] = token
+                    self._until[token["_id"]] = _expires(token)
+                elif "error" not in result and self._until.get(token["_id"], math.inf) < now:
+                    # The lease the cluster confirmed had run out before this
+                    # renewal, which it did not confirm: another pilot may hold
+                    # the token by now, so this one must not count on it.
+                    self._give_up(token["_id"], token)
                 else:
                     self._resolve(token, written="error" not in result)
             self.renewals += 1
+
+    def _give_up(self, token_id: str, mine: Token) -> None:
+        log.warning("lease on %s was taken over", token_id)
+        self.lost.add(token_id)
+        self._until.pop(token_id, None)
+        self._lost[token_id] = self._held.pop(token_id, mine)
 
     def _resolve(self, mine: Token, written: bool = False) -> None:
         """A renewal conflicted, or was not confirmed (``written``): find out
@@ -135,9 +154,7 @@ class LeaseKeeper:
         if leaves and current is None:
             return  # cannot be decided yet: renew on our branch, look again next beat
         if current is None or not state.held_under(current, state.lease_id(mine)):
-            log.warning("lease on %s was taken over", token_id)
-            self.lost.add(token_id)
-            self._lost[token_id] = self._held.pop(token_id, mine)
+            self._give_up(token_id, mine)
             return
         if current.get("cancel_requested"):
             self.cancel_requested.add(token_id)
@@ -145,8 +162,15 @@ class LeaseKeeper:
         try:
             self.db.put(renewed)
             self._held[token_id] = renewed
+            self._until[token_id] = _expires(renewed)
         except errors.WriteInDoubt:
             self._held[token_id] = renewed  # our newest revision; looked at again next beat
         except errors.Conflict:
             # Changed again just now: keep the fresh copy, look again next beat.
             self._held[token_id] = current
+
+
+def _expires(token: Token) -> float:
+    """When the token's lease ends (never, for a lock without one)."""
+    expires = (token.get("lease") or {}).get("expires")
+    return float(expires) if isinstance(expires, (int, float)) else math.inf
