@@ -225,9 +225,10 @@ def main() -> None:
 def _plot(result: dict, path: Path) -> None:
     """tokens/s over time for both phases, drawn by plot_million.py in the plot venv."""
     data = path.with_suffix(".series.json")
-    data.write_text(json.dumps({"start": result["start"]["series"],
-                                "end": result["end"]["series"],
-                                "n": result["n"], "pilots": result["pilots"]}))
+    data.write_text(json.dumps({
+        "title": f"{result['pilots']} picas pilots, {result['n']:,} tokens, one CouchDB 3.5 node",
+        "series": {"start of the pool": result["start"]["series"],
+                   "end of the pool": result["end"]["series"]}}))
     python = envs.plot_python(path.with_suffix(".venv.log"))
     subprocess.run([str(python), str(HERE / "plot_million.py"), str(data), str(path)],
                    check=True)
