@@ -94,6 +94,10 @@ def token_id(token: Token) -> str:
     """The id a token gets from its content: what it runs and with what."""
     content = {"command": token.get("command"), "input": token.get("input", {}),
                "env": token.get("env") or {}}
+    if "function" in token:
+        # A Python function token (picas.futures): what it runs is the call.
+        content.update(function=token["function"], args=token.get("args", []),
+                       kwargs=token.get("kwargs", {}))
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "t-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -144,6 +144,14 @@ class Transport:
     def path_url(self, path: Iterable[str]) -> str:
         return self.url + "/" + "/".join(quote(str(p), safe="") for p in path)
 
+    def clone(self) -> Transport:
+        """A transport to the same server with a session of its own, for
+        another thread (a session is not meant to be shared between threads)."""
+        twin = Transport(self.url, self.username, self._password, self.verify,
+                         self.timeout[1], self.timeout[0])
+        twin._server_info = self._server_info
+        return twin
+
     def request(self, method: str, path: Iterable[str], *,
                 params: Mapping[str, Any] | None = None,
                 json: Any = None, data: bytes | None = None,
@@ -153,11 +161,63 @@ class Transport:
 
         ``database`` only improves error messages.
         """
+        path = list(path)
+        response = self._send(method, path, params, json, data, headers, database)
+        if raw:
+            return response.content
+        try:
+            body = response.json()
+        except ValueError:
+            raise errors.ServerError(
+                f"{self.url} answered {method} {path[:1]} with something that is "
+                "not JSON: is this URL a CouchDB server?") from None
+        if response.status_code == 202:
+            mark_accepted(body)
+        return body
+
+    def stream(self, method: str, path: Iterable[str], *,
+               params: Mapping[str, Any] | None = None, json: Any = None,
+               read_timeout: float = 60.0,
+               database: str | None = None) -> Generator[dict | None, None, None]:
+        """Send one request whose answer is one JSON value per line (a
+        continuous changes feed); yield each, and None for each empty line
+        (a heartbeat). Closing the iterator closes the connection.
+
+        ``read_timeout`` bounds the silence between lines: a connection that
+        went dead without closing ends in :class:`errors.ConnectionFailed`.
+        """
+        path = list(path)
+        response = self._send(method, path, params, json, None, None, database,
+                              stream=True, read_timeout=read_timeout)
+        try:
+            for line in response.iter_lines(chunk_size=8192):
+                if not line.strip():
+                    yield None
+                    continue
+                try:
+                    yield jsonlib.loads(line)
+                except ValueError:
+                    raise errors.ServerError(
+                        f"{self.url} sent a line that is not JSON on {method} "
+                        f"{path[:1]}") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise errors.ConnectionFailed(
+                f"lost the connection to CouchDB at {self.url} ({_reason(exc)})") from None
+        except requests.RequestException as exc:
+            raise errors.ConnectionFailed(
+                f"reading from {self.url} failed ({_reason(exc)})") from None
+        finally:
+            response.close()
+
+    def _send(self, method: str, path: list[str], params: Mapping[str, Any] | None,
+              json: Any, data: bytes | None, headers: Mapping[str, str] | None,
+              database: str | None, stream: bool = False,
+              read_timeout: float | None = None) -> requests.Response:
+        """One request, its answer's status checked (errors become exceptions)."""
         if self._rejected is not None:
             # Every further try with the same password counts as a failed
             # login, and CouchDB 3.4+ locks the user out after five.
             raise self._rejected
-        path = list(path)
         url = self.path_url(path)
         session = self._open()
         self.request_count += 1
@@ -168,7 +228,8 @@ class Transport:
                 headers={"Accept": "application/json",
                          **({"Content-Type": "application/json"} if json is not None else {}),
                          **(headers or {})},
-                timeout=self.timeout)
+                timeout=self.timeout if read_timeout is None else (self.timeout[0], read_timeout),
+                stream=stream)
         except requests.exceptions.SSLError as exc:
             raise errors.ConnectionFailed(
                 f"TLS failed with {self.url}: {type(exc).__name__}; check the "
@@ -183,20 +244,11 @@ class Transport:
                 "network and the server") from None
         if response.status_code >= 400:
             error = self._error(response, path, database)
+            response.close()
             if isinstance(error, errors.AuthenticationFailed):
                 self._rejected = error
             raise error
-        if raw:
-            return response.content
-        try:
-            body = response.json()
-        except ValueError:
-            raise errors.ServerError(
-                f"{self.url} answered {method} {path[:1]} with something that is "
-                "not JSON: is this URL a CouchDB server?") from None
-        if response.status_code == 202:
-            mark_accepted(body)
-        return body
+        return response
 
     def _error(self, response: requests.Response, path: list[str],
                database: str | None) -> errors.PicasError:
