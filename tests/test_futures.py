@@ -308,3 +308,12 @@ class Relay:
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+def test_the_pool_is_exported_beside_the_pool_settings_module():
+    import picas
+    import picas.futures
+    import picas.pool
+
+    assert picas.Pool is picas.futures.Pool
+    assert picas.pool.__name__ == "picas.pool"
