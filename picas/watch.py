@@ -51,6 +51,8 @@ class Watcher:
                  on_failure: Callable[[Exception], None] | None = None,
                  heartbeat: float = HEARTBEAT) -> None:
         self.db = db
+        # The feed reads with a session of its own: the caller's is not ours to share.
+        self.feed_db = Database(db.transport.clone(), db.name)
         self.on_token = on_token
         self.on_failure = on_failure
         self.heartbeat = heartbeat
@@ -96,8 +98,7 @@ class Watcher:
 
     # -- the thread ---------------------------------------------------------
     def _run(self) -> None:
-        # The feed reads with a session of its own: the caller's is not ours to share.
-        db = Database(self.db.transport.clone(), self.db.name)
+        db = self.feed_db
         cursor: object = None
         delay = FIRST_DELAY
         try:
