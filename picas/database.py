@@ -5,7 +5,7 @@ API but nothing about tokens.
 """
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from . import errors
@@ -230,35 +230,23 @@ class Database:
             params["startkey"] = last["key"]
             params["startkey_docid"] = last["id"]
 
-    def changes(self, selector: dict | None = None, **params: Any) -> dict:
-        """One page of the changes feed (``feed=normal``).
+    def changes(self, selector: dict | None = None, doc_ids: list[str] | None = None,
+                **params: Any) -> dict:
+        """One page of the changes feed (``feed=normal`` unless ``params`` say otherwise).
 
         With a Mango ``selector`` only matching documents come back; CouchDB
         still reads every change, but skips sending the others. pouchdb-server
-        knows no such filter: only give one to Apache CouchDB.
+        knows no such filter: only give one to Apache CouchDB. ``doc_ids``
+        keeps to those documents, on both servers.
         """
         try:
+            if doc_ids is not None:
+                return self._request("POST", "_changes", params={**params, "filter": "_doc_ids"},
+                                     json={"doc_ids": doc_ids})
             if selector is not None:
                 return self._request("POST", "_changes", params={**params, "filter": "_selector"},
                                      json={"selector": selector})
             return self._request("GET", "_changes", params=params)
-        except errors.NotFound:
-            raise self._missing() from None
-
-    def follow(self, doc_ids: list[str], since: object,
-               heartbeat: float = 0.5) -> Generator[dict | None, None, None]:
-        """The changes of ``doc_ids`` from ``since`` on, as they happen: each
-        a row with its document (``include_docs``, ``conflicts``), and None
-        for each heartbeat, sent every ``heartbeat`` seconds of quiet so that
-        the reader gets to look up. Ends only when the caller closes it or the
-        connection fails. Both CouchDB and pouchdb-server filter by ids."""
-        try:
-            yield from self.transport.stream(
-                "POST", [self.name, "_changes"], database=self.name,
-                params={"feed": "continuous", "filter": "_doc_ids", "since": since,
-                        "include_docs": True, "conflicts": True,
-                        "heartbeat": max(1, int(heartbeat * 1000))},
-                json={"doc_ids": doc_ids}, read_timeout=max(30.0, 20 * heartbeat))
         except errors.NotFound:
             raise self._missing() from None
 

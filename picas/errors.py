@@ -16,6 +16,10 @@ class ConnectionFailed(PicasError):
     """The server could not be reached: wrong URL, server down, network."""
 
 
+class TimedOut(ConnectionFailed):
+    """The server took the request but sent no answer in time."""
+
+
 class AuthenticationFailed(PicasError):
     """HTTP 401: the server rejected the credentials."""
 

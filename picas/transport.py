@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_netrc_auth
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from . import errors
@@ -144,11 +145,12 @@ class Transport:
     def path_url(self, path: Iterable[str]) -> str:
         return self.url + "/" + "/".join(quote(str(p), safe="") for p in path)
 
-    def clone(self) -> Transport:
+    def clone(self, timeout: float | None = None) -> Transport:
         """A transport to the same server with a session of its own, for
-        another thread (a session is not meant to be shared between threads)."""
+        another thread (a session is not meant to be shared between threads),
+        waiting ``timeout`` seconds for answers (by default, as this one)."""
         twin = Transport(self.url, self.username, self._password, self.verify,
-                         self.timeout[1], self.timeout[0])
+                         self.timeout[1] if timeout is None else timeout, self.timeout[0])
         twin._server_info = self._server_info
         return twin
 
@@ -161,8 +163,29 @@ class Transport:
 
         ``database`` only improves error messages.
         """
+        if self._rejected is not None:
+            # Every further try with the same password counts as a failed
+            # login, and CouchDB 3.4+ locks the user out after five.
+            raise self._rejected
         path = list(path)
-        response = self._send(method, path, params, json, data, headers, database)
+        url = self.path_url(path)
+        session = self._open()
+        self.request_count += 1
+        try:
+            response = session.request(
+                method, url, params=encode_params(params),
+                data=jsonlib.dumps(json).encode() if json is not None else data,
+                headers={"Accept": "application/json",
+                         **({"Content-Type": "application/json"} if json is not None else {}),
+                         **(headers or {})},
+                timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            error = self._error(response, path, database)
+            if isinstance(error, errors.AuthenticationFailed):
+                self._rejected = error
+            raise error
         if raw:
             return response.content
         try:
@@ -175,80 +198,23 @@ class Transport:
             mark_accepted(body)
         return body
 
-    def stream(self, method: str, path: Iterable[str], *,
-               params: Mapping[str, Any] | None = None, json: Any = None,
-               read_timeout: float = 60.0,
-               database: str | None = None) -> Generator[dict | None, None, None]:
-        """Send one request whose answer is one JSON value per line (a
-        continuous changes feed); yield each, and None for each empty line
-        (a heartbeat). Closing the iterator closes the connection.
-
-        ``read_timeout`` bounds the silence between lines: a connection that
-        went dead without closing ends in :class:`errors.ConnectionFailed`.
-        """
-        path = list(path)
-        response = self._send(method, path, params, json, None, None, database,
-                              stream=True, read_timeout=read_timeout)
-        try:
-            for line in response.iter_lines(chunk_size=8192):
-                if not line.strip():
-                    yield None
-                    continue
-                try:
-                    yield jsonlib.loads(line)
-                except ValueError:
-                    raise errors.ServerError(
-                        f"{self.url} sent a line that is not JSON on {method} "
-                        f"{path[:1]}") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise errors.ConnectionFailed(
-                f"lost the connection to CouchDB at {self.url} ({_reason(exc)})") from None
-        except requests.RequestException as exc:
-            raise errors.ConnectionFailed(
-                f"reading from {self.url} failed ({_reason(exc)})") from None
-        finally:
-            response.close()
-
-    def _send(self, method: str, path: list[str], params: Mapping[str, Any] | None,
-              json: Any, data: bytes | None, headers: Mapping[str, str] | None,
-              database: str | None, stream: bool = False,
-              read_timeout: float | None = None) -> requests.Response:
-        """One request, its answer's status checked (errors become exceptions)."""
-        if self._rejected is not None:
-            # Every further try with the same password counts as a failed
-            # login, and CouchDB 3.4+ locks the user out after five.
-            raise self._rejected
-        url = self.path_url(path)
-        session = self._open()
-        self.request_count += 1
-        try:
-            response = session.request(
-                method, url, params=encode_params(params),
-                data=jsonlib.dumps(json).encode() if json is not None else data,
-                headers={"Accept": "application/json",
-                         **({"Content-Type": "application/json"} if json is not None else {}),
-                         **(headers or {})},
-                timeout=self.timeout if read_timeout is None else (self.timeout[0], read_timeout),
-                stream=stream)
-        except requests.exceptions.SSLError as exc:
-            raise errors.ConnectionFailed(
+    def _unreachable(self, exc: requests.RequestException) -> errors.ConnectionFailed:
+        """The error for a request that got no answer."""
+        if isinstance(exc, requests.exceptions.SSLError):
+            return errors.ConnectionFailed(
                 f"TLS failed with {self.url}: {type(exc).__name__}; check the "
-                "URL scheme, or the server certificate") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise errors.ConnectionFailed(
+                "URL scheme, or the server certificate")
+        if _read_timed_out(exc):
+            return errors.TimedOut(
+                f"{self.url} sent no answer within {self.timeout[1]:g} s: the server "
+                "may be overloaded; try again")
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return errors.ConnectionFailed(
                 f"cannot reach CouchDB at {self.url} ({_reason(exc)}): check the "
-                "URL and that the server is running") from None
-        except requests.RequestException as exc:
-            raise errors.ConnectionFailed(
-                f"request to {self.url} failed ({_reason(exc)}): check the "
-                "network and the server") from None
-        if response.status_code >= 400:
-            error = self._error(response, path, database)
-            response.close()
-            if isinstance(error, errors.AuthenticationFailed):
-                self._rejected = error
-            raise error
-        return response
+                "URL and that the server is running")
+        return errors.ConnectionFailed(
+            f"request to {self.url} failed ({_reason(exc)}): check the "
+            "network and the server")
 
     def _error(self, response: requests.Response, path: list[str],
                database: str | None) -> errors.PicasError:
@@ -313,6 +279,14 @@ def mark_accepted(body: Any) -> None:
         for item in body:
             if isinstance(item, dict) and "error" not in item:
                 item["accepted"] = True
+
+
+def _read_timed_out(exc: requests.RequestException) -> bool:
+    """Whether the server took the request and did not answer in time
+    (requests reports that as a ReadTimeout, or as a ConnectionError
+    around urllib3's ReadTimeoutError)."""
+    causes = [exc, *exc.args, *(getattr(arg, "reason", None) for arg in exc.args)]
+    return any(isinstance(cause, (requests.ReadTimeout, ReadTimeoutError)) for cause in causes)
 
 
 def _reason(exc: Exception) -> str:
