@@ -41,8 +41,8 @@ WAIT = 1.0
 #: ignores ``timeout`` and keeps it open until a change; it ends it when
 #: the client goes, unlike a continuous feed).
 GRACE = 2.0
-#: Ids read per bulk request.
-READ_BATCH = 500
+#: Ids read per bulk request (small enough to be read within WAIT + GRACE).
+READ_BATCH = 100
 #: Backoff after a failed connection: from FIRST_DELAY, doubling up to MAX_DELAY.
 FIRST_DELAY, MAX_DELAY = 0.5, 30.0
 #: Errors that retrying cannot cure.
@@ -151,7 +151,12 @@ class Watcher:
         with self._lock:
             fresh, self._fresh = sorted(self._fresh), set()
             ids = sorted(self._watched)
-        self._read(db, fresh)
+        try:
+            self._read(db, fresh)
+        except errors.PicasError:
+            with self._lock:  # read them again on the next try
+                self._fresh |= set(fresh) & self._watched
+            raise
         while ids:
             try:
                 page = db.changes(doc_ids=ids, since=cursor, feed="longpoll", conflicts=True,
