@@ -162,7 +162,10 @@ class Watcher:
                 page = db.changes(doc_ids=ids, since=cursor, feed="longpoll", conflicts=True,
                                   timeout=int(self.wait * 1000), include_docs=True)
             except errors.TimedOut:
-                page = {"results": []}  # pouchdb-server does not end a quiet long poll
+                # pouchdb-server does not end a quiet long poll, nor one on a
+                # database removed meanwhile: ask whether the database is there.
+                db.info()
+                page = {"results": []}
             for row in page["results"]:
                 self._deliver(db, row["id"], row.get("doc"), row.get("deleted", False))
             cursor = page.get("last_seq", cursor)
