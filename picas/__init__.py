@@ -20,6 +20,8 @@ _EXPORTS = {
     "User": "documents", "PicasError": "errors", "RunActor": "actors",
     "EndlessViewIterator": "iterators", "PrioritizedViewIterator": "iterators",
     "TaskViewIterator": "iterators", "ViewIterator": "iterators",
+    # Not to be confused with the module picas.pool (the pool's priority setting).
+    "Pool": "futures",
 }
 
 __all__ = sorted(_EXPORTS)  # noqa: PLE0605 -- the lazy names above, listed once

@@ -83,9 +83,10 @@ def add(db: Database, tokens: Iterable[Token], batch: int = DEFAULT_BATCH,
     the stored token runs the same thing; otherwise it failed. ``progress``
     gets the number of tokens done after each batch. At most ``writers``
     batches are in flight, each on a connection of its own, so memory stays
-    bounded whatever the number of tokens. When a request fails (the server
-    went away), the add stops: :attr:`AddReport.stopped_by` says why, the
-    counts what was written; adding the same tokens again finishes the job.
+    bounded whatever the number of tokens. A request that fails before any
+    token was written raises its error; one that fails later stops the add:
+    :attr:`AddReport.stopped_by` says why, the counts what was written, and
+    adding the same tokens again finishes the job.
     """
     report = AddReport()
     priorities = False
@@ -98,6 +99,8 @@ def add(db: Database, tokens: Iterable[Token], batch: int = DEFAULT_BATCH,
                 priorities = True
             if not out.submit(chunk, len(chunk) + repeats):
                 break
+    if report.stopped_by is not None and not (report.added or report.existing):
+        raise report.stopped_by  # nothing written: the error says it all
     return report
 
 
@@ -140,7 +143,7 @@ class _Writers:
 
     def _write(self, chunk: list[Token]) -> AddReport:
         if not hasattr(self.local, "db"):
-            self.local.db = Database(self.db.transport.copy(), self.db.name)
+            self.local.db = Database(self.db.transport.clone(), self.db.name)
             with self.lock:
                 self.opened.append(self.local.db.transport)
         part = AddReport()

@@ -250,14 +250,19 @@ class Database:
             params["startkey"] = last["key"]
             params["startkey_docid"] = last["id"]
 
-    def changes(self, selector: dict | None = None, **params: Any) -> dict:
-        """One page of the changes feed (``feed=normal``).
+    def changes(self, selector: dict | None = None, doc_ids: list[str] | None = None,
+                **params: Any) -> dict:
+        """One page of the changes feed (``feed=normal`` unless ``params`` say otherwise).
 
         With a Mango ``selector`` only matching documents come back; CouchDB
         still reads every change, but skips sending the others. pouchdb-server
-        knows no such filter: only give one to Apache CouchDB.
+        knows no such filter: only give one to Apache CouchDB. ``doc_ids``
+        keeps to those documents, on both servers.
         """
         try:
+            if doc_ids is not None:
+                return self._request("POST", "_changes", params={**params, "filter": "_doc_ids"},
+                                     json={"doc_ids": doc_ids})
             if selector is not None:
                 return self._request("POST", "_changes", params={**params, "filter": "_selector"},
                                      json={"selector": selector})

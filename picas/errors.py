@@ -16,6 +16,10 @@ class ConnectionFailed(PicasError):
     """The server could not be reached: wrong URL, server down, network."""
 
 
+class TimedOut(ConnectionFailed):
+    """The server took the request but sent no answer in time."""
+
+
 class AuthenticationFailed(PicasError):
     """HTTP 401: the server rejected the credentials."""
 
@@ -97,6 +101,26 @@ class InputUnavailable(PicasError):
 
 class InvalidToken(PicasError, ValueError):
     """A token (or token input) that picas cannot run or store."""
+
+
+class TokenFailed(PicasError):
+    """A token that a future waited for ended in error, or was deleted.
+
+    Carries what a caller needs to decide what next without another read:
+    the token's id, its exit code, how many attempts it had, and the token.
+    """
+
+    def __init__(self, message: str, token_id: str, exit_code: object = None,
+                 attempts: int = 0, token: dict | None = None) -> None:
+        super().__init__(message)
+        self.token_id = token_id
+        self.exit_code = exit_code
+        self.attempts = attempts
+        self.token = token
+
+
+class PoolClosed(PicasError):
+    """A future's pool stopped following tokens before its token finished."""
 
 
 class ConfigError(PicasError):

@@ -34,6 +34,20 @@ def _settled_files(directory: Path, pattern: str, added: set[Path],
     return ready, seen
 
 
+def _add_or_wait(db: Database, tokens: list, batch: int, interval: float) -> AddReport | None:
+    """The report of adding ``tokens``, or None when the server could not take
+    them all (they are added again at the next interval: their ids are kept)."""
+    try:
+        report = add(db, tokens, batch)
+    except (errors.ConnectionFailed, errors.ServerError) as exc:
+        log.warning("%s; retrying in %g s", exc, interval)
+        return None
+    if report.stopped_by is not None:
+        log.warning("%s; retrying in %g s", report.stopped_by, interval)
+        return None
+    return report
+
+
 def watch(db: Database, directory: Path | str, pattern: str, how: Shape = Shape(), *,
           interval: float = 5.0, max_time: float | None = None, batch: int = DEFAULT_BATCH,
           on_added: Callable[[AddReport], None] | None = None) -> AddReport:
@@ -59,12 +73,9 @@ def watch(db: Database, directory: Path | str, pattern: str, how: Shape = Shape(
     while True:
         ready, last_seen = _settled_files(directory, pattern, added, last_seen, first)
         if ready:
-            tokens = build([file_record(path) for path in ready], how)
-            try:
-                report = add(db, tokens, batch)
-            except (errors.ConnectionFailed, errors.ServerError) as exc:
-                log.warning("%s; retrying in %g s", exc, interval)
-            else:
+            report = _add_or_wait(db, build([file_record(path) for path in ready], how),
+                                  batch, interval)
+            if report is not None:
                 added.update(ready)
                 first = False
                 total.merge(report)

@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_netrc_auth
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from . import errors
@@ -135,14 +136,6 @@ class Transport:
         vendor = self.server_info().get("vendor") or {}
         return "Apache" in str(vendor.get("name", ""))
 
-    def copy(self) -> Transport:
-        """The same server and credentials on a session of its own, for another
-        thread (a session must not be shared between threads)."""
-        twin = Transport(self.url, self.username, self._password, self.verify,
-                         self.timeout[1], self.timeout[0])
-        twin._server_info = self._server_info
-        return twin
-
     def close(self) -> None:
         """Close the keep-alive connections (reopened on the next request)."""
         if self._session is not None:
@@ -151,6 +144,15 @@ class Transport:
 
     def path_url(self, path: Iterable[str]) -> str:
         return self.url + "/" + "/".join(quote(str(p), safe="") for p in path)
+
+    def clone(self, timeout: float | None = None) -> Transport:
+        """A transport to the same server with a session of its own, for
+        another thread (a session is not meant to be shared between threads),
+        waiting ``timeout`` seconds for answers (by default, as this one)."""
+        twin = Transport(self.url, self.username, self._password, self.verify,
+                         self.timeout[1] if timeout is None else timeout, self.timeout[0])
+        twin._server_info = self._server_info
+        return twin
 
     def request(self, method: str, path: Iterable[str], *,
                 params: Mapping[str, Any] | None = None,
@@ -177,18 +179,8 @@ class Transport:
                          **({"Content-Type": "application/json"} if json is not None else {}),
                          **(headers or {})},
                 timeout=self.timeout)
-        except requests.exceptions.SSLError as exc:
-            raise errors.ConnectionFailed(
-                f"TLS failed with {self.url}: {type(exc).__name__}; check the "
-                "URL scheme, or the server certificate") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise errors.ConnectionFailed(
-                f"cannot reach CouchDB at {self.url} ({_reason(exc)}): check the "
-                "URL and that the server is running") from None
         except requests.RequestException as exc:
-            raise errors.ConnectionFailed(
-                f"request to {self.url} failed ({_reason(exc)}): check the "
-                "network and the server") from None
+            raise self._unreachable(exc) from None
         if response.status_code >= 400:
             error = self._error(response, path, database)
             if isinstance(error, errors.AuthenticationFailed):
@@ -205,6 +197,24 @@ class Transport:
         if response.status_code == 202:
             mark_accepted(body)
         return body
+
+    def _unreachable(self, exc: requests.RequestException) -> errors.ConnectionFailed:
+        """The error for a request that got no answer."""
+        if isinstance(exc, requests.exceptions.SSLError):
+            return errors.ConnectionFailed(
+                f"TLS failed with {self.url}: {type(exc).__name__}; check the "
+                "URL scheme, or the server certificate")
+        if _read_timed_out(exc):
+            return errors.TimedOut(
+                f"{self.url} sent no answer within {self.timeout[1]:g} s: the server "
+                "may be overloaded; try again")
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return errors.ConnectionFailed(
+                f"cannot reach CouchDB at {self.url} ({_reason(exc)}): check the "
+                "URL and that the server is running")
+        return errors.ConnectionFailed(
+            f"request to {self.url} failed ({_reason(exc)}): check the "
+            "network and the server")
 
     def _error(self, response: requests.Response, path: list[str],
                database: str | None) -> errors.PicasError:
@@ -289,6 +299,14 @@ def mark_accepted(body: Any) -> None:
         for item in body:
             if isinstance(item, dict) and "error" not in item:
                 item["accepted"] = True
+
+
+def _read_timed_out(exc: requests.RequestException) -> bool:
+    """Whether the server took the request and did not answer in time
+    (requests reports that as a ReadTimeout, or as a ConnectionError
+    around urllib3's ReadTimeoutError)."""
+    causes = [exc, *exc.args, *(getattr(arg, "reason", None) for arg in exc.args)]
+    return any(isinstance(cause, (requests.ReadTimeout, ReadTimeoutError)) for cause in causes)
 
 
 def _reason(exc: Exception) -> str:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,31 @@ def test_the_suite_runs_against_an_external_server(couch):
     after = set(requests.get(couch.url + "/_all_dbs", auth=(couch.username, couch.password),
                              timeout=10).json())
     assert after - before == set()  # every test database was deleted
+
+
+def python_block_after(marker: str) -> str:
+    """The first ```python block after ``marker`` in the README."""
+    rest = README.split(marker, 1)[1]
+    return rest.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_futures_example_runs_while_a_pilot_works(db, pilot_env, tmp_path):
+    """The futures section's pilot and Python example, as a user would run them."""
+    from pilots import kill_group, start_pilot
+
+    marker = "### Waiting for tokens from Python: futures"
+    assert block_after(marker) == ["picas pilot --endless"]
+    env = {**pilot_env, "PICAS_CONFIG": str(tmp_path / "none.yml")}
+    pilot = start_pilot(env, "--endless", workdir=tmp_path / "work")
+    try:
+        done = subprocess.run([sys.executable, "-c", python_block_after(marker)], env=env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        kill_group(pilot, signal.SIGTERM)
+        pilot.communicate(timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("finished: t-") for line in lines) == 3
+    assert "hello from " in done.stdout
+    sizes = {int(line.split()[0]) for line in lines if line.endswith(" bytes")}
+    assert sizes == {Path(p).stat().st_size for p in ("/etc/hostname", "/etc/hosts")}

@@ -173,8 +173,6 @@ def _fail_if_stopped(report: adding.AddReport, total: int) -> None:
     cause = report.stopped_by
     if cause is None:
         return
-    if not (report.added or report.existing):
-        raise cause
     raise CliError(f"stopped after {report.added + report.existing:,} of {total:,} tokens "
                    f"were added or found: {cause}\nrun the same command again to add the "
                    "rest (tokens already there are recognised by their ids)")
@@ -249,8 +247,10 @@ def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
            as_json: bool) -> None:
     db = app.open_database()
     if files:
-        _fail_if_failed(adding.add(db, shaping.build(
-            [r for path in files for r in sources.read_file(path)], how), batch), db)
+        new = shaping.build([r for path in files for r in sources.read_file(path)], how)
+        first = adding.add(db, new, batch)
+        _fail_if_stopped(first, len(new))
+        _fail_if_failed(first, db)
 
     def report(step: adding.AddReport) -> None:
         if not as_json:
