@@ -2,13 +2,17 @@
 
 A conflict means the id exists already: for a content-hash id that is the
 same token, so it counts as existing rather than failed.
+
+Tokens that wait for others (``after``) are checked against the database
+first, and written before the rest, so that no parent can end before the
+tokens waiting for it exist (see :mod:`picas.dependencies`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from . import pool
+from . import dependencies, pool
 from .database import Database
 from .shaping import token_id
 from .token import Token
@@ -51,7 +55,9 @@ def add(db: Database, tokens: Iterable[Token], batch: int = DEFAULT_BATCH,
     A conflict means the id exists: for a content-hash id that is the same
     token, so it counts as ``existing``. A given ``_id`` counts as existing
     only when the stored token runs the same thing; otherwise it failed.
-    ``progress`` gets the number of tokens done after each batch.
+    ``progress`` gets the number of tokens done after each batch. A token
+    ``after`` one that is neither given nor in the database adds nothing
+    (:class:`errors.InvalidToken`).
     """
     report = AddReport()
     unique: dict[str, dict] = {}
@@ -61,22 +67,34 @@ def add(db: Database, tokens: Iterable[Token], batch: int = DEFAULT_BATCH,
         else:
             unique[token["_id"]] = token
     items = list(unique.values())
+    waiting = [token for token in items if dependencies.parents(token)]
+    if waiting:
+        dependencies.check(db, items)
+        dependencies.link(items)
+        items = waiting + [token for token in items if not dependencies.parents(token)]
     if any(_has_priority(token) for token in items):
         # Before the tokens exist, so that no pilot takes them out of order.
         pool.enable_priorities(db)
+    added: set[str] = set()
     for start in range(0, len(items), batch):
         chunk = [dict(token) for token in items[start:start + batch]]
-        _add_chunk(db, chunk, report)
+        _add_chunk(db, chunk, report, added)
         if progress is not None:
             progress(len(chunk))
+    if waiting:
+        # Parents that were there already learn of their new dependents only now.
+        there = list(dict.fromkeys(p for token in waiting for p in dependencies.parents(token)
+                                   if p not in added))
+        dependencies.link_existing(db, waiting, there)
     return report
 
 
-def _add_chunk(db: Database, chunk: list[Token], report: AddReport) -> None:
+def _add_chunk(db: Database, chunk: list[Token], report: AddReport, added: set[str]) -> None:
     given_ids = []
     for doc, result in zip(chunk, db.bulk_docs(chunk), strict=True):
         if "error" not in result:
             report.added += 1
+            added.add(doc["_id"])
         elif result["error"] != "conflict":
             report.failed.append((doc["_id"], result.get("reason") or result["error"]))
         elif token_id(doc) == doc["_id"]:

@@ -11,6 +11,9 @@ and the state is left to the newer attempt.
 server cannot be reached it retries with backoff for a bounded time, then
 spools the results to local files, which a restarted pilot or ``picas
 recover --spool DIR`` pushes later.
+
+Once a token's end is written, the tokens waiting for it hear of it
+(:func:`picas.dependencies.tell`).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import conflicts, errors, state
+from . import conflicts, dependencies, errors, state
 from .database import Database, confirmed
 from .token import Token
 from .update import TRIES, update
@@ -140,14 +143,20 @@ class ResultWriter:
             if doc is not None:  # None: recorded already
                 todo.append((current, result, doc))
         outcomes = self.db.bulk_docs([doc for _, _, doc in todo])
-        for (current, result, _), outcome in zip(todo, outcomes, strict=True):
+        written = []
+        for (current, result, doc), outcome in zip(todo, outcomes, strict=True):
             if confirmed(outcome):
                 self._count(current, result)
+                written.append(doc)
             else:
-                self._write_one(result)
+                again = self._write_one(result)
+                if again is not None:
+                    written.append(again)
+        dependencies.tell(self.db, written)
 
-    def _write_one(self, result: Result, tries: int = TRIES) -> None:
-        """Re-read and re-apply until the write is confirmed.
+    def _write_one(self, result: Result, tries: int = TRIES) -> Token | None:
+        """Re-read and re-apply until the write is confirmed; return what was
+        written (None: nothing was).
 
         Reads every branch: on a cluster, a write that was not confirmed
         may sit on a branch of its own. The result goes onto the branch of
@@ -169,13 +178,15 @@ class ResultWriter:
             return None if current is None else apply(current, result,
                                                       self.default_max_attempts)
 
-        if update(self.db, result.token_id, change, tries=tries, read=read,
-                  in_doubt_too=True) is None:
-            return
+        written = update(self.db, result.token_id, change, tries=tries, read=read,
+                         in_doubt_too=True)
+        if written is None:
+            return None
         assert base is not None  # change wrote on top of it
         self._count(base, result)
         if branches > 1:
             conflicts.current(self.db, result.token_id)
+        return written
 
     def _branch_for(self, result: Result, leaves: list[Token]) -> Token | None:
         """The leaf to write ``result`` on top of; None when there is nothing
@@ -235,9 +246,13 @@ def push_spool(db: Database, spool_dir: Path,
         return 0
     writer = ResultWriter(db, None, default_max_attempts)
     pushed = 0
+    written = []
     for path in sorted(spool_dir.glob("*.json")):
         result = Result.from_json(json.loads(path.read_text()))
-        writer._write_one(result)
+        doc = writer._write_one(result)
+        if doc is not None:
+            written.append(doc)
         path.unlink()
         pushed += 1
+    dependencies.tell(db, written)
     return pushed

@@ -1,13 +1,17 @@
 """Records into tokens: which fields a token takes, its command and its id.
 
 A record's keys that are token fields (``command``, ``env``, ``priority``,
-``tags``, ``max_attempts``, ``expected_runtime``, ``input``, ``_id``) stay
+``tags``, ``max_attempts``, ``expected_runtime``, ``input``, ``_id``,
+``after``) stay
 on the token; every other key goes into its ``input``. :func:`build`
 checks every record before any token is written.
 
 A token's id is a hash of what it runs (command, input, env) unless the
 record gives ``_id``, so adding the same input twice adds nothing the
 second time: the conflict on the existing id means "already there".
+
+A token ``after`` others waits until they are done (see
+:mod:`picas.dependencies`); :func:`build` refuses a cycle among them.
 """
 from __future__ import annotations
 
@@ -20,18 +24,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors, provenance
+from . import errors, provenance, state
 from .jobid import JOB_ID_FIELDS
 from .sources import Record
 from .token import Token, blank
 
 #: Record keys that are token fields; all other keys go into ``input``.
 TOKEN_FIELDS = ("_id", "type", "command", "env", "priority", "tags", "max_attempts",
-                "expected_runtime", "input", "files")
+                "expected_runtime", "input", "files", "after")
 #: Fields that only pilots and state changes write.
 MANAGED_FIELDS = frozenset({"lock", "done", "hostname", "scrub_count", "exit_code", "output",
                             "error", "uploads", "attempts", "lease", "cancel_requested",
-                            "retry_base", *JOB_ID_FIELDS})
+                            "retry_base", "waiting_for", "blocked_by", "dependents",
+                            *JOB_ID_FIELDS})
 MAX_REPORTED = 10
 
 
@@ -44,6 +49,8 @@ class Shape:
     max_attempts: int | None = None
     tags: tuple[str, ...] = ()
     require_command: bool = True
+    #: ids of tokens that every token waits for
+    after: tuple[str, ...] = ()
 
 
 class _Template(string.Formatter):
@@ -91,9 +98,11 @@ def fill(template: str, token: Token) -> str:
 
 
 def token_id(token: Token) -> str:
-    """The id a token gets from its content: what it runs and with what."""
+    """The id a token gets from its content: what it runs, with what, and after what."""
     content = {"command": token.get("command"), "input": token.get("input", {}),
                "env": token.get("env") or {}}
+    if token.get("after"):
+        content["after"] = sorted(token["after"])
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "t-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
@@ -153,6 +162,15 @@ def _tags(value: Any) -> list[str]:
     return value
 
 
+def _after(value: Any) -> list[str]:
+    """Ids of tokens to wait for: a list, or (as in CSV) text separated by commas."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(i, str) and i for i in value):
+        raise ValueError("after must be a list of token ids")
+    return value
+
+
 def shape(record: Record, how: Shape = Shape()) -> Token:
     """The token for one record; :class:`InvalidToken` says ``ORIGIN: reason``."""
     try:
@@ -178,6 +196,9 @@ def _shape(fields: Any, how: Shape) -> Token:
     elif how.require_command:
         raise ValueError("no command: give the token a 'command' field, or use "
                          "--command TEMPLATE (for example --command 'run.sh {path}')")
+    after = list(dict.fromkeys(_after(own.get("after", [])) + list(how.after)))
+    if after:
+        token = state.wait(token, after)
     token.setdefault("_id", token_id(token))
     return token
 
@@ -254,6 +275,7 @@ def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
                                 f"a different token at {first[1]}")
                 continue
         tokens.append(token)
+    problems.extend(_cycles(tokens))
     if problems:
         shown = problems[:MAX_REPORTED]
         more = len(problems) - len(shown)
@@ -261,6 +283,37 @@ def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
         tail = f"\n... and {more} more" if more else ""
         raise errors.InvalidToken(header + "\n".join(shown) + tail)
     return tokens
+
+
+def _cycles(tokens: list[Token]) -> list[str]:
+    """A line naming a cycle of ``after`` among ``tokens`` (tokens that would
+    wait forever), or none."""
+    waits = {t["_id"]: list(t.get("after") or []) for t in tokens}
+    left = {i: sum(1 for p in set(ps) if p in waits) for i, ps in waits.items()}
+    dependents: dict[str, list[str]] = {}
+    for i, ps in waits.items():
+        for p in set(ps) & waits.keys():
+            dependents.setdefault(p, []).append(i)
+    # Take away the tokens that wait for nothing left, again and again: what
+    # remains waits, directly or not, for itself.
+    free = [i for i, n in left.items() if n == 0]
+    while free:
+        for child in dependents.get(free.pop(), []):
+            left[child] -= 1
+            if left[child] == 0:
+                free.append(child)
+    stuck = {i for i, n in left.items() if n}
+    if not stuck:
+        return []
+    path, seen = [min(stuck)], {min(stuck): 0}
+    while True:
+        parent = min(p for p in waits[path[-1]] if p in stuck)
+        if parent in seen:
+            cycle = [*path[seen[parent]:], parent]
+            return [f"after makes a cycle (each waits for the next): "
+                    f"{' -> '.join(cycle)}"]
+        seen[parent] = len(path)
+        path.append(parent)
 
 
 def _content(token: Token) -> Token:

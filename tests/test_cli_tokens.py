@@ -67,7 +67,7 @@ def test_db_create_sets_security_pushes_views_and_is_idempotent(couch, run):
     try:
         first = ok(run("-d", name, "db", "create", "--member", "alice", "--admin", "bob"))
         assert f"created database '{name}'" in first.stdout
-        assert "views Monitor: 11 added" in first.stdout
+        assert "views Monitor: 13 added" in first.stdout
         again = ok(run("-d", name, "db", "create", "--member", "carol", "--json"))
         report = json.loads(again.stdout)
         assert report["created"] is False
@@ -140,7 +140,7 @@ def test_views_push_reports_what_changed(couch, run):
         first = ok(run("-d", fresh.name, "views", "push", "--json"))
         assert "todo" in json.loads(first.stdout)["Monitor"]["added"]
         again = ok(run("-d", fresh.name, "views", "push"))
-        assert "views Monitor: 0 added, 0 changed, 11 unchanged" in again.stdout
+        assert "views Monitor: 0 added, 0 changed, 13 unchanged" in again.stdout
     finally:
         fresh.destroy()
 

@@ -26,7 +26,11 @@ def render(summary: dict, with_bar: bool = False) -> str:
     """The human-readable status."""
     lines = [f"database '{summary['database']}' at {summary['url']}"]
     for name in (s.value for s in TokenState):
-        lines.append(f"  {name:<10} {summary[name]:>8}")
+        line = f"  {name:<10} {summary[name]:>8}"
+        if name == TokenState.WAITING.value and summary.get("blocked"):
+            line += (f"  ({summary['blocked']} blocked: a token they wait for is in error or "
+                     "cancelled)")
+        lines.append(line)
     lines.append(f"  {'total':<10} {summary['total']:>8}")
     if summary.get("conflicts") or summary.get("in_doubt"):
         lines.append(f"needs `picas recover`: {summary['conflicts']} with conflicting branches, "
@@ -81,7 +85,7 @@ def _eta(summary: dict) -> str:
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="With --watch: seconds between refreshes.")
 @click.option("--until-done", is_flag=True,
-              help="With --watch: stop once no token is todo or locked.")
+              help="With --watch: stop once no token is todo, locked or waiting (unblocked).")
 @click.option("--running", "running_limit", type=click.IntRange(min=0), default=10,
               show_default=True, help="Show at most this many running tokens.")
 @pass_app
@@ -116,12 +120,17 @@ def status_command(app: App, as_json: bool, watch: bool, interval: float, until_
                 click.echo(f"warning: {exc}; retrying", err=True)
             else:
                 _show_update(summary, as_json, tty, first)
-                if until_done and summary["todo"] + summary["locked"] == 0:
+                if until_done and _unfinished(summary) == 0:
                     return
             first = False
             time.sleep(interval)
     except KeyboardInterrupt:
         click.echo("", err=True)
+
+
+def _unfinished(summary: dict) -> int:
+    """Tokens that will still run: blocked ones wait for a person, not a pilot."""
+    return summary["todo"] + summary["locked"] + summary["waiting"] - summary["blocked"]
 
 
 def _show_update(summary: dict, as_json: bool, tty: bool, first: bool) -> None:

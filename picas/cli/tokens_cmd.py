@@ -93,6 +93,8 @@ class _Signals:
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Tries before a token "
               "goes to error.")
 @click.option("--tag", "tag_names", multiple=True, metavar="TAG", help="Tag (repeatable).")
+@click.option("--after", "after", multiple=True, metavar="ID",
+              help="Every token waits until this token is done (repeatable).")
 @click.option("--no-command", is_flag=True,
               help="Allow tokens without a command, for your own pilot script (RunActor) "
                    "that reads their input.")
@@ -104,15 +106,17 @@ class _Signals:
 def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Path | None,
         pattern: str | None, watch: bool, interval: float, max_time: float | None,
         template: str | None, priority: float | None, max_attempts: int | None,
-        tag_names: tuple[str, ...], no_command: bool, batch: int, dry_run: bool,
-        as_json: bool) -> None:
+        tag_names: tuple[str, ...], after: tuple[str, ...], no_command: bool, batch: int,
+        dry_run: bool, as_json: bool) -> None:
     """Add tokens from files, a parameter grid, or the files in a directory.
 
     FILE can be JSON (an array), JSONL, YAML (a list) or CSV (with a header
     row). Keys other than command, env, priority, tags, max_attempts,
-    expected_runtime, input and _id go into the token's input. Every token
-    is checked before any is written, so a bad line adds nothing. Ids come
-    from the content, so adding the same input twice adds nothing new.
+    expected_runtime, input, _id and after go into the token's input. Every
+    token is checked before any is written, so a bad line adds nothing. Ids
+    come from the content, so adding the same input twice adds nothing new.
+    A token with "after": [ids] waits until those tokens are done; unknown
+    ids and cycles are refused.
 
     \b
     Examples:
@@ -121,10 +125,12 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
           --command 'python sim.py --alpha {alpha} --seed {seed}'
       picas tokens add --from-dir data/ --glob '*.fits' --command 'reduce {path}'
       picas tokens add --from-dir incoming/ --watch --command 'process {path}'
+      picas tokens add merge.jsonl --after split
     """
     _check_add_options(files, grids, from_dir, pattern, watch, dry_run, no_command, template)
     how = shaping.Shape(command=template, priority=priority, max_attempts=max_attempts,
-                       tags=tuple(tag_names), require_command=not no_command)
+                       tags=tuple(tag_names), require_command=not no_command,
+                       after=after)
     if watch:
         assert from_dir is not None  # checked above: --watch needs --from-dir
         _watch(app, files, from_dir, pattern or "*", how, interval, max_time, batch, as_json)
@@ -248,9 +254,20 @@ def _iter_tokens(db: Database, view: str | None, tag: str | None,
         yield row["doc"]
 
 
-def _row(doc: dict) -> list[Any]:
+def _state_text(doc: dict) -> str:
+    """The state, and for a waiting token what holds it up."""
     current = state.classify(doc)
-    return [doc["_id"], current.value if current else "-", doc.get("priority", ""),
+    if current is not state.TokenState.WAITING:
+        return current.value if current else "-"
+    blocked = doc.get("blocked_by") or []
+    if blocked:
+        more = f" +{len(blocked) - 1}" if len(blocked) > 1 else ""
+        return f"blocked by {blocked[0]}{more}"
+    return f"waiting for {len(doc.get('waiting_for') or [])}"
+
+
+def _row(doc: dict) -> list[Any]:
+    return [doc["_id"], _state_text(doc), doc.get("priority", ""),
             len(doc.get("attempts", [])) or "", doc.get("hostname") or "",
             ",".join(doc.get("tags", [])), shorten(_command_text(doc), 50)]
 
@@ -297,9 +314,13 @@ def _show(doc: dict) -> str:
     lines = [f"id           {doc['_id']}",
              f"state        {current.value if current else 'not a token'}"]
     for key in ("command", "input", "env", "priority", "tags", "max_attempts",
-                "expected_runtime", "exit_code", "hostname", "scrub_count", "output"):
+                "expected_runtime", "exit_code", "hostname", "scrub_count", "output",
+                "after", "waiting_for", "blocked_by", "dependents"):
         if doc.get(key) not in (None, "", {}, []):
             lines.append(f"{key:<12} {_format_value(doc[key])}")
+    if doc.get("blocked_by"):
+        lines.append("blocked      a token it waits for is in error or cancelled: reset it "
+                     "(`picas tokens reset ID`) to let this one go on once it is done")
     lease = doc.get("lease")
     if lease:
         expires = lease.get("expires")
