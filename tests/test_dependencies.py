@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -215,3 +218,17 @@ def test_recover_names_parents_that_failed_or_are_gone(db, run, tmp_path):
     operations.apply(db, ["gone"], operations.delete)
     eventually(lambda: json.loads(ok(run("recover", "--json")).stdout)["blocked"], 1)
     assert db.get("child")["blocked_by"] == ["gone"]
+
+
+# -- the example ------------------------------------------------------------------
+
+def test_the_workflow_example_splits_works_and_merges(db, pilot_env, tmp_path):
+    example = Path(__file__).resolve().parent.parent / "examples" / "workflow.py"
+    env = {**pilot_env, "PICAS_CONFIG": str(tmp_path / "conf.yml")}
+    done = subprocess.run([sys.executable, str(example), "5", "--folder", str(tmp_path / "wf")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "total 500500 (expected 500500)" in done.stdout
+    assert states(db) == {"done": 7}
+    merge = first_attempt(db, "merge")
+    assert all(first_attempt(db, f"part-{n}")["end"] <= merge["start"] for n in range(5))
