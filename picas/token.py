@@ -18,7 +18,9 @@ from typing import Any
 #:   (the state, as epoch seconds or markers), ``hostname``, ``scrub_count``,
 #:   ``input``, ``exit_code``, ``output``, ``uploads``, ``error``
 #: * ``picas tokens add``: ``command``, ``env``, ``priority``, ``tags``,
-#:   ``max_attempts``, ``expected_runtime``
+#:   ``max_attempts``, ``expected_runtime``, ``after`` (ids it waits for)
+#:   and, on its parents, ``dependents``
+#: * releases (:mod:`picas.dependencies`): ``waiting_for``, ``blocked_by``
 #: * pilots and state changes: ``lease`` (id, pilot, host, job_id, attempt,
 #:   claimed, expires, in_doubt), ``attempts`` (one record per lease),
 #:   ``cancel_requested``, ``retry_base``, and a job id field
