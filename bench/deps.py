@@ -109,11 +109,11 @@ def case(transport: Transport, name: str, records: list[Record], batch: int) -> 
         add_s = time.perf_counter() - started
         if added.added != len(tokens):
             raise SystemExit(f"{name}: added {added.added} of {len(tokens)}")
-        result = {"case": name, "tokens": len(tokens), "batch": batch,
+        result = {"case": name, "tokens": len(tokens), "gates": added.gates, "batch": batch,
                   "add_s": round(add_s, 1), **drain(db, len(tokens), batch)}
         left = {row["key"]: row["value"] for row in
                 db.view("Monitor", "overview_total", group=True)["rows"]}
-        if left != {"done": len(tokens)}:
+        if left != {"done": len(tokens) + added.gates}:
             raise SystemExit(f"{name}: not all done: {left}")
         return result
     finally:

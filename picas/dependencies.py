@@ -12,6 +12,12 @@ number of waiting tokens in the pool.
 If a pilot dies between a parent's result and the release, the waiting
 token stays waiting with its parents done; :func:`recheck` (``picas
 recover``) reads the parents of every waiting token and finds it.
+
+A token that waits for more than :data:`GATE_SIZE` others waits for them
+through *gates* (:func:`gate`): tokens without a command, each waiting for
+up to GATE_SIZE of them, which their last parent's release marks done
+instead of todo. So no release rewrites a list longer than GATE_SIZE,
+and a fan-in of n tokens costs O(n) in reads and bytes, not O(n^2).
 """
 from __future__ import annotations
 
@@ -32,10 +38,30 @@ log = logging.getLogger(__name__)
 BATCH = 500
 #: The parent's states that its dependents hear of from the pilot's result writer.
 ENDS = (TokenState.DONE, TokenState.ERROR, TokenState.CANCELLED)
+#: The most tokens that one token waits for directly; more go through gates.
+GATE_SIZE = 100
 
 
 def parents(token: Token) -> list[str]:
-    return list(token.get("after") or [])
+    """The tokens whose end releases ``token``: what it waits for, gates included."""
+    return list(token.get("waiting_for") or [])
+
+
+def gate(tokens: list[Token]) -> list[Token]:
+    """Gates for the tokens that wait for more than GATE_SIZE others; each
+    such token then waits for its gates (which may wait for gates again)."""
+    size = GATE_SIZE
+    gates: list[Token] = []
+    for token in tokens:
+        waits, level = parents(token), 0
+        while len(waits) > size:
+            level += 1
+            layer = [state.gate(f"{token['_id']}.gate{level}-{n}", waits[i:i + size])
+                     for n, i in enumerate(range(0, len(waits), size))]
+            gates.extend(layer)
+            waits = [g["_id"] for g in layer]
+        token["waiting_for"] = waits
+    return gates
 
 
 # -- add time -------------------------------------------------------------------
@@ -47,11 +73,11 @@ def check(db: Database, tokens: list[Token]) -> None:
     (:func:`picas.shaping.build`); tokens in ``db`` cannot wait for new ones.
     """
     given = {token["_id"] for token in tokens}
-    named = sorted({p for token in tokens for p in parents(token)} - given)
+    named = sorted({p for token in tokens for p in token.get("after") or []} - given)
     found = _existing(db, named)
     unknown = [p for p in named if p not in found]
     if unknown:
-        waiting = {p: t["_id"] for t in tokens for p in parents(t) if p in unknown}
+        waiting = {p: t["_id"] for t in tokens for p in t.get("after") or [] if p in unknown}
         shown = ", ".join(f"'{p}' (after of '{waiting[p]}')" for p in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise errors.InvalidToken(f"unknown token {shown}{more}: not in the input nor in "
@@ -127,13 +153,7 @@ def tell(db: Database, written: Iterable[Token], ends: Iterable[TokenState] = EN
     Call it only with confirmed writes. A failure here loses no release for
     good: ``picas recover`` finds waiting tokens whose parents are done.
     """
-    wanted = set(ends)
-    news: dict[str, dict[str, TokenState | None]] = {}
-    for doc in written:
-        now = state.classify(doc)
-        if now in wanted:
-            for child in doc.get("dependents") or []:
-                news.setdefault(child, {})[doc["_id"]] = now
+    news = _news(written, ends)
     if not news:
         return 0
     try:
@@ -144,6 +164,19 @@ def tell(db: Database, written: Iterable[Token], ends: Iterable[TokenState] = EN
         return 0
 
 
+def _news(written: Iterable[Token], ends: Iterable[TokenState]
+          ) -> dict[str, dict[str, TokenState | None]]:
+    """For each dependent of ``written``: its parents' states, those in ``ends``."""
+    wanted = set(ends)
+    news: dict[str, dict[str, TokenState | None]] = {}
+    for doc in written:
+        now = state.classify(doc)
+        if now in wanted:
+            for child in doc.get("dependents") or []:
+                news.setdefault(child, {})[doc["_id"]] = now
+    return news
+
+
 def _tell(db: Database, news: dict[str, dict[str, TokenState | None]]) -> int:
     """Apply each child's news (parent -> state) to it, conflict-safe."""
     released = 0
@@ -152,13 +185,17 @@ def _tell(db: Database, news: dict[str, dict[str, TokenState | None]]) -> int:
         return None if doc is None else state.follow(doc, news[doc["_id"]])
 
     ids = [child for child, parent_news in news.items() if parent_news]
+    opened: list[Token] = []
     for start in range(0, len(ids), BATCH):
         answered, pending = update_many(db, ids[start:start + BATCH], change)
-        released += sum(1 for doc, result in answered
-                        if confirmed(result) and state.classify(doc) is TokenState.TODO)
+        written = [doc for doc, result in answered if confirmed(result)]
+        released += sum(1 for doc in written if state.classify(doc) is TokenState.TODO)
+        opened += [doc for doc in written if state.classify(doc) is TokenState.DONE]
         if pending:
             log.warning("%d dependent token(s) kept changing: `picas recover` releases them",
                         len(pending))
+    if opened:  # gates whose parents are all done: done themselves, they tell theirs
+        released += _tell(db, _news(opened, (TokenState.DONE,)))
     if released:
         log.info("released %d token(s) whose parents are done", released)
     return released

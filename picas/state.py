@@ -490,6 +490,8 @@ def reset(doc: Token) -> Token:
     token = _back_to_todo(_copy(doc))
     token["exit_code"] = ""
     token["retry_base"] = len(attempts(token))
+    if token.get("gate"):  # it has nothing to run: it waits for its parents again
+        token["waiting_for"] = list(token.get("after") or [])
     if token.get("waiting_for"):
         token.update(lock=NOT_CLAIMABLE, done=WAITING_DONE)
     return token
@@ -505,6 +507,13 @@ def wait(doc: Token, parents: list[str]) -> Token:
     return token
 
 
+def gate(gate_id: str, parents: list[str]) -> Token:
+    """A token with nothing to run that stands for ``parents`` to those waiting
+    for all of them: done, not todo, once they are (see picas.dependencies)."""
+    return wait({"_id": gate_id, "type": "token", "lock": 0, "done": 0, "gate": True,
+                 "input": {}, "exit_code": ""}, parents)
+
+
 #: What a parent's state means for a token waiting for it.
 _BLOCKING = (TokenState.ERROR, TokenState.CANCELLED, None)
 
@@ -514,7 +523,7 @@ def follow(doc: Token, parents: dict[str, TokenState | None]) -> Token | None:
     the parent is gone); None when that changes nothing.
 
     A done parent is waited for no more, and the token becomes todo once
-    none is left; an errored, cancelled or missing one blocks it (named in
+    none is left (a gate becomes done); an errored, cancelled or missing one blocks it (named in
     ``blocked_by``) until the parent is reset and done after all. Applying
     the same news twice changes nothing, so a retried or repeated release
     is harmless.
@@ -538,6 +547,10 @@ def follow(doc: Token, parents: dict[str, TokenState | None]) -> Token | None:
     if not blocked:
         token.pop("blocked_by")
     if not waiting:
-        token.update(lock=0, done=0)
         token.pop("waiting_for")
+        if token.get("gate"):
+            now = max(int(time.time()), 1)
+            token.update(lock=now, done=now, exit_code=0)
+        else:
+            token.update(lock=0, done=0)
     return token

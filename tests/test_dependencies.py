@@ -232,3 +232,27 @@ def test_the_workflow_example_splits_works_and_merges(db, pilot_env, tmp_path):
     assert states(db) == {"done": 7}
     merge = first_attempt(db, "merge")
     assert all(first_attempt(db, f"part-{n}")["end"] <= merge["start"] for n in range(5))
+
+
+def test_a_large_fan_in_waits_through_gates(db, run, tmp_path, monkeypatch):
+    monkeypatch.setattr(dependencies, "GATE_SIZE", 3)
+    parents = [{"_id": f"p{i}", "command": "true"} for i in range(10)]
+    added = json.loads(ok(run("tokens", "add", "--json", jsonl(
+        tmp_path / "flow.jsonl", *parents,
+        {"_id": "all", "command": "true", "after": [p["_id"] for p in parents]}))).stdout)
+    assert (added["added"], added["gates"]) == (11, 4 + 2)  # 10 -> 4 gates -> 2 gates
+    child = db.get("all")
+    assert child["waiting_for"] == ["all.gate2-0", "all.gate2-1"] and len(child["after"]) == 10
+    assert states(db) == {"todo": 10, "waiting": 7}
+    holder = Holder("p", "h")
+    writer = results.ResultWriter(db)
+    for n in range(10):
+        (token,) = claim.claim(db, holder, source=claim.ViewSource()).tokens
+        assert state.classify(db.get("all")) is TokenState.WAITING
+        writer.add(token, results.Result(token["_id"], state.lease_id(token), state.new_attempt(
+            token, Outcome.SUCCEEDED, exit_code=0)))
+        writer.flush()
+        assert max(len(doc.get("waiting_for") or []) for doc in
+                   (row["doc"] for row in db.all_docs(include_docs=True)["rows"])) <= 3
+    assert state.classify(db.get("all")) is TokenState.TODO
+    assert states(db) == {"done": 10 + 6, "todo": 1}
