@@ -29,7 +29,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from picas import adding, claim, designdocs, results, server, shaping, state  # noqa: E402
+from picas import (  # noqa: E402
+    adding,
+    claim,
+    dependencies,
+    designdocs,
+    results,
+    server,
+    shaping,
+    state,
+)
 from picas.database import Database  # noqa: E402
 from picas.sources import Record  # noqa: E402
 from picas.state import Holder, Outcome  # noqa: E402
@@ -129,8 +138,11 @@ def main() -> None:
     parser.add_argument("--fan-in", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=100, help="tokens per claim")
     parser.add_argument("--cases", default="chains,fan-in,flat")
+    parser.add_argument("--gate-size", type=int, default=dependencies.GATE_SIZE,
+                        help="most tokens one waits for directly (huge: no gates)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
+    dependencies.GATE_SIZE = args.gate_size
     local = None
     if args.url:
         transport = Transport(*split_credentials(args.url))
@@ -144,7 +156,8 @@ def main() -> None:
     found = []
     try:
         for name in args.cases.split(","):
-            result = case(transport, name, pools[name](), args.batch)
+            result = {**case(transport, name, pools[name](), args.batch),
+                      "gate_size": args.gate_size}
             print(json.dumps(result), flush=True)
             found.append(result)
     finally:
