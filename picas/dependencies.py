@@ -1,8 +1,10 @@
 """Tokens that wait for others: checking them at add time, releasing them later.
 
 A token added ``after`` other tokens is stored waiting (see
-:mod:`picas.state`), which no claim source shows as work, so pilots never
-read it. It is released by a write: each parent lists its ``dependents``,
+:mod:`picas.state`), which no claim source offers as work: on Apache
+CouchDB the feed's filter keeps it from pilots altogether, and
+pouchdb-server's unfiltered feed sends each write of it once. It is
+released by a write: each parent lists its ``dependents``,
 and whoever writes a parent's end (the pilot's result writer, ``picas
 tokens`` operations) then tells those dependents, which strike the parent
 from their ``waiting_for`` (:func:`picas.state.follow`). A release costs
@@ -137,7 +139,8 @@ def link_existing(db: Database, tokens: list[Token], outside: list[str]) -> int:
             raise errors.Conflict(f"{len(pending)} parent token(s) kept changing while their "
                                   "dependents were recorded: add the same input again")
         written.extend(doc for doc, result in answered if "error" not in result)
-    unchanged = [p for p in outside if p not in {doc["_id"] for doc in written}]
+    wrote = {doc["_id"] for doc in written}
+    unchanged = [p for p in outside if p not in wrote]
     news = {doc["_id"]: state.classify(doc) for doc in written}
     news.update(_states(db, unchanged))
     return _tell(db, {token["_id"]: {p: news[p] for p in parents(token) if p in news}
