@@ -251,7 +251,7 @@ def test_a_large_fan_in_waits_through_gates(db, run, tmp_path, monkeypatch):
     assert states(db) == {"todo": 10, "waiting": 7}
     holder = Holder("p", "h")
     writer = results.ResultWriter(db)
-    for n in range(10):
+    for _ in range(10):
         (token,) = claim.claim(db, holder, source=claim.ViewSource()).tokens
         assert state.classify(db.get("all")) is TokenState.WAITING
         writer.add(token, results.Result(token["_id"], state.lease_id(token), state.new_attempt(
