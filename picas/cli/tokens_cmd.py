@@ -315,7 +315,7 @@ def _show(doc: dict) -> str:
              f"state        {current.value if current else 'not a token'}"]
     for key in ("command", "input", "env", "priority", "tags", "max_attempts",
                 "expected_runtime", "exit_code", "hostname", "scrub_count", "output",
-                "after", "waiting_for", "blocked_by", "dependents"):
+                "after", "waiting_for", "blocked_by", "dependents", "gate"):
         if doc.get(key) not in (None, "", {}, []):
             lines.append(f"{key:<12} {_format_value(doc[key])}")
     if doc.get("blocked_by"):
