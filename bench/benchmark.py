@@ -53,7 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pilots", default="1,2,4,8",
                         help="pilot process counts, comma-separated [1,2,4,8]")
     parser.add_argument("--reps", type=int, default=3, help="repetitions; medians are "
-                        "reported [3]")
+                        "reported; 0 runs the scale part only [3]")
     parser.add_argument("--scale", type=int, default=100_000, help="tokens for the scale "
                         "part; 0 skips it [100000]")
     parser.add_argument("--scale-reps", type=int, default=1, help="repetitions of the "
@@ -81,10 +81,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.implementations) - set(IMPLEMENTATIONS)
     if unknown:
         parser.error(f"unknown implementation(s): {', '.join(sorted(unknown))}")
-    if args.n < 1 or args.reps < 1 or args.scale < 0 or args.scale_reps < 1 \
-            or not args.pilot_counts or min(args.pilot_counts) < 1:
-        parser.error("--n, --reps, --scale-reps and every pilot count must be at least 1, "
-                     "--scale at least 0")
+    if args.n < 1 or args.reps < 0 or args.scale < 0 or args.scale_reps < 1 \
+            or not args.pilot_counts or min(args.pilot_counts) < 1 \
+            or not (args.reps or args.scale):
+        parser.error("--n, --scale-reps and every pilot count must be at least 1, --reps and "
+                     "--scale at least 0, and not both 0")
+    if not args.reps:
+        args.pilot_counts = []  # the scale part only
     return args
 
 
@@ -216,15 +219,21 @@ def table(results: dict) -> str:
                 f"{row['pilot_cpu_s_per_token'][impl] * 1000:>12.2f} "
                 f"{row['fraction_of_server_limit'][impl] * 100:>6.1f}%{drained}")
     limit = results["server_limit"]
-    lines.append("")
-    lines.append(f"server limit: _bulk_docs {limit['bulk_docs_per_s']:.0f} docs/s (median of "
-                 f"{len(limit['bulk_docs_per_s_per_rep'])}) -> "
-                 f"{limit['server_limit_tokens_per_s']:.0f} tokens/s at two writes per token")
+    if results["pilots"]:
+        lines.append("")
+        lines.append(f"server limit: _bulk_docs {limit['bulk_docs_per_s']:.0f} docs/s (median "
+                     f"of {len(limit['bulk_docs_per_s_per_rep'])}) -> "
+                     f"{limit['server_limit_tokens_per_s']:.0f} tokens/s at two writes per token")
+    else:
+        lines = []  # the scale part only
     for scale in results.get("scale", []):
         lines.append(f"scale: {scale['n']} tokens added by `picas tokens add` in "
-                     f"{scale['add_s']:.1f} s ({scale['add_tokens_per_s']:.0f}/s); "
-                     f"`picas status` {scale['status_cold_s']:.2f} s cold, "
-                     f"{scale['status_warm_s']:.2f} s warm")
+                     f"{scale['add_s']:.1f} s ({scale['add_tokens_per_s']:.0f}/s), again (adds "
+                     f"nothing) in {scale['readd_s']:.1f} s; with 90% finished, `picas "
+                     f"status` {scale['status_cold_s']:.2f} s cold, "
+                     f"{scale['status_warm_s']:.2f} s warm; a new pilot ran its first token "
+                     f"in {scale['new_pilot_s']:.2f} s with {scale['new_pilot_requests']} "
+                     "requests")
     return "\n".join(lines)
 
 

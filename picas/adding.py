@@ -1,23 +1,34 @@
 """Adding tokens in bulk: ``_bulk_docs``, a batch at a time.
 
 A conflict means the id exists already: for a content-hash id that is the
-same token, so it counts as existing rather than failed.
+same token, so it counts as existing rather than failed. Tokens are taken
+from an iterator and written as they come, two requests in flight, so a
+million tokens cost the memory of a few batches.
 
-Tokens that wait for others (``after``) are checked against the database
-first, and written before the rest, so that no parent can end before the
-tokens waiting for it exist (see :mod:`picas.dependencies`).
+Tokens that wait for others (``after``) get their ``waiting_for`` and
+their parents' ``dependents`` from a :class:`picas.dependencies.Plan` as
+they pass, and gates are written after them; once everything is written,
+:func:`picas.dependencies.settle` tells the waiting tokens of parents that
+ended meanwhile.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import dependencies, pool
+from . import dependencies, errors
+from . import pool as pool_settings
 from .database import Database
 from .shaping import token_id
 from .token import Token
+from .transport import Transport
 
-DEFAULT_BATCH = 500
+DEFAULT_BATCH = 2000
+#: Requests in flight at once: the server works on one while the next is made.
+WRITERS = 2
 
 
 @dataclass
@@ -27,10 +38,13 @@ class AddReport:
     added: int = 0
     existing: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
-    #: tokens given more than once in the same input (added once)
+    #: tokens given more than once in the same batch of input (added once)
     duplicates: int = 0
     #: gates added for tokens that wait for many others (see picas.dependencies)
     gates: int = 0
+    #: what stopped the add before the end (the server went away, say): the
+    #: counts above say what was written until then
+    stopped_by: errors.PicasError | None = None
 
     def merge(self, other: AddReport) -> None:
         self.added += other.added
@@ -42,7 +56,8 @@ class AddReport:
     def as_dict(self) -> dict:
         return {"added": self.added, "existing": self.existing, "duplicates": self.duplicates,
                 "gates": self.gates,
-                "failed": [{"id": i, "reason": r} for i, r in self.failed]}
+                "failed": [{"id": i, "reason": r} for i, r in self.failed],
+                "stopped_by": None if self.stopped_by is None else str(self.stopped_by)}
 
 
 def _has_priority(token: Token) -> bool:
@@ -52,58 +67,138 @@ def _has_priority(token: Token) -> bool:
         return False
 
 
+def _chunks(tokens: Iterable[Token], batch: int) -> Iterator[tuple[list[Token], int]]:
+    """Batches of distinct tokens, and how many repeats each batch dropped."""
+    chunk: dict[str, Token] = {}
+    repeats = 0
+    for token in tokens:
+        if token["_id"] in chunk:
+            repeats += 1
+            continue
+        chunk[token["_id"]] = dict(token)
+        if len(chunk) == batch:
+            yield list(chunk.values()), repeats
+            chunk, repeats = {}, 0
+    if chunk or repeats:
+        yield list(chunk.values()), repeats
+
+
 def add(db: Database, tokens: Iterable[Token], batch: int = DEFAULT_BATCH,
-        progress: Callable[[int], None] | None = None) -> AddReport:
-    """Write new tokens with ``_bulk_docs``, ``batch`` at a time.
+        progress: Callable[[int], None] | None = None, writers: int = WRITERS,
+        plan: dependencies.Plan | None = None) -> AddReport:
+    """Write new tokens with ``_bulk_docs``, ``batch`` at a time, as they come.
 
     A conflict means the id exists: for a content-hash id that is the same
-    token, so it counts as ``existing``. A given ``_id`` counts as existing
-    only when the stored token runs the same thing; otherwise it failed.
-    ``progress`` gets the number of tokens done after each batch. A token
-    ``after`` one that is neither given nor in the database adds nothing
+    token, so it counts as ``existing`` (a repeat in a later batch of the
+    same input counts so too). A given ``_id`` counts as existing only when
+    the stored token runs the same thing; otherwise it failed. ``progress``
+    gets the number of tokens done after each batch. At most ``writers``
+    batches are in flight, each on a connection of its own, so memory stays
+    bounded whatever the number of tokens. When a request fails (the server
+    went away), the add stops: :attr:`AddReport.stopped_by` says why, the
+    counts what was written; adding the same tokens again finishes the job.
+
+    Tokens with ``after`` follow ``plan`` (from :func:`picas.dependencies.plan`);
+    for a list of tokens, add makes the plan itself. A token ``after`` one
+    that is neither given nor in the database adds nothing
     (:class:`errors.InvalidToken`).
     """
+    if plan is None and isinstance(tokens, list):
+        plan = _plan(db, tokens)
     report = AddReport()
-    unique: dict[str, dict] = {}
-    for token in tokens:
-        if token["_id"] in unique:
-            report.duplicates += 1
-        else:
-            unique[token["_id"]] = token
-    items = list(unique.values())
-    waiting = [token for token in items if dependencies.parents(token)]
-    if waiting:
-        dependencies.check(db, items)
-        gates = dependencies.gate(waiting)
-        items = waiting + gates + [token for token in items if not dependencies.parents(token)]
-        waiting += gates
-        dependencies.link(items)
-    if any(_has_priority(token) for token in items):
-        # Before the tokens exist, so that no pilot takes them out of order.
-        pool.enable_priorities(db)
-    added: set[str] = set()
-    for start in range(0, len(items), batch):
-        chunk = [dict(token) for token in items[start:start + batch]]
-        _add_chunk(db, chunk, report, added)
-        if progress is not None:
-            progress(len(chunk))
-    if waiting:
-        # Parents that were there already learn of their new dependents only now.
-        there = list(dict.fromkeys(p for token in waiting for p in dependencies.parents(token)
-                                   if p not in added))
-        dependencies.link_existing(db, waiting, there)
+    priorities = False
+    fitted = tokens if plan is None else _fitted(tokens, plan)
+    with _Writers(db, writers, report, progress) as out:
+        for chunk, repeats in _chunks(fitted, batch):
+            report.duplicates += repeats
+            if not priorities and any(_has_priority(token) for token in chunk):
+                # Before these tokens exist, so that no pilot takes them out of order.
+                pool_settings.enable_priorities(db)
+                priorities = True
+            if not out.submit(chunk, len(chunk) + repeats):
+                break
+    if plan is not None and report.stopped_by is None:
+        dependencies.settle(db, plan)
     return report
 
 
-def _add_chunk(db: Database, chunk: list[Token], report: AddReport, added: set[str]) -> None:
+def _plan(db: Database, tokens: list[Token]) -> dependencies.Plan | None:
+    after = {t["_id"]: list(t["after"]) for t in tokens if t.get("after")}
+    if not after:
+        return None
+    return dependencies.plan(db, after, lambda: (t["_id"] for t in tokens))
+
+
+def _fitted(tokens: Iterable[Token], plan: dependencies.Plan) -> Iterator[Token]:
+    """The tokens as ``plan`` has them, then its gates."""
+    for token in tokens:
+        yield plan.fit(token)
+    yield from plan.gates
+
+
+class _Writers:
+    """Batches written by a few threads, each on a connection of its own,
+    with at most one batch per thread in flight."""
+
+    def __init__(self, db: Database, size: int, report: AddReport,
+                 progress: Callable[[int], None] | None) -> None:
+        self.db, self.size, self.report, self.progress = db, size, report, progress
+        self.local = threading.local()
+        self.opened: list[Transport] = []
+        self.lock = threading.Lock()
+        self.in_flight: deque[tuple[Future[AddReport], int]] = deque()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _Writers:
+        self.pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="picas-add")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            while self.in_flight:
+                self._collect(*self.in_flight.popleft())
+        finally:
+            assert self.pool is not None
+            self.pool.shutdown(wait=True)
+            for transport in self.opened:
+                transport.close()
+
+    def submit(self, chunk: list[Token], count: int) -> bool:
+        """Queue a batch; False once a batch failed (nothing more is sent then)."""
+        while len(self.in_flight) >= self.size:
+            self._collect(*self.in_flight.popleft())
+        if self.report.stopped_by is not None:
+            return False
+        assert self.pool is not None
+        self.in_flight.append((self.pool.submit(self._write, chunk), count))
+        return True
+
+    def _write(self, chunk: list[Token]) -> AddReport:
+        if not hasattr(self.local, "db"):
+            self.local.db = Database(self.db.transport.copy(), self.db.name)
+            with self.lock:
+                self.opened.append(self.local.db.transport)
+        part = AddReport()
+        _add_chunk(self.local.db, chunk, part)
+        return part
+
+    def _collect(self, future: Future[AddReport], count: int) -> None:
+        try:
+            self.report.merge(future.result())
+        except errors.PicasError as exc:
+            self.report.stopped_by = self.report.stopped_by or exc
+            return
+        if self.progress is not None:
+            self.progress(count)
+
+
+def _add_chunk(db: Database, chunk: list[Token], report: AddReport) -> None:
     given_ids = []
     for doc, result in zip(chunk, db.bulk_docs(chunk), strict=True):
         if doc.get("gate"):  # not the caller's: counted apart, and there already is fine
             report.gates += "error" not in result
-            added.add(doc["_id"])
         elif "error" not in result:
             report.added += 1
-            added.add(doc["_id"])
         elif result["error"] != "conflict":
             report.failed.append((doc["_id"], result.get("reason") or result["error"]))
         elif token_id(doc) == doc["_id"]:

@@ -29,8 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import conflicts, designdocs, errors, state
+from . import conflicts, designdocs, errors, frontier, state
 from .database import Database, confirmed
+from .frontier import position as _position
 from .state import Holder, TokenState
 from .token import Token
 
@@ -50,6 +51,8 @@ CONTESTED_FOR = 60.0
 #: filtered on the server they cost it 2.5 times less (measured on CouchDB
 #: 3.5), and the pilot nothing.
 UNFINISHED = {"type": "token", "done": {"$in": [0, "0", ""]}}
+#: Seconds between a pilot's updates of the pool's frontier (picas.frontier).
+PUBLISH_EVERY = 30.0
 
 
 @dataclass
@@ -76,15 +79,19 @@ class Source(Protocol):
 class ViewSource:
     """Candidates from a view of todo tokens (in the view's order)."""
 
-    def __init__(self, design: str = designdocs.PILOT, view: str = "todo_by_priority",
+    def __init__(self, design: str = designdocs.MONITOR, view: str = "todo_by_priority",
                  **view_params: object) -> None:
         self.design, self.view, self.view_params = design, view, view_params
 
     def fetch(self, db: Database, window: int) -> Window:
         answer = db.view(self.design, self.view, include_docs=True, conflicts=True,
                          limit=window, **self.view_params)
+        return self.window(answer, window)
+
+    @staticmethod
+    def window(answer: dict, size: int) -> Window:
         docs = [row["doc"] for row in answer["rows"] if row.get("doc")]
-        return Window(docs, len(answer["rows"]) < window, answer.get("total_rows"))
+        return Window(docs, len(answer["rows"]) < size, answer.get("total_rows"))
 
     def attempted(self, docs: list[Token], beaten: int = 0) -> None:
         """Views need no bookkeeping: written tokens leave the view."""
@@ -104,6 +111,9 @@ class ChangesSource:
 
     Nothing here relies on the order of the feed beyond "a written document
     comes again after its write": CouchDB's feed is ordered only per shard.
+    So the cursor and the ids remembered behind it are all a new pilot
+    needs to start where this one is: they are published as the pool's
+    frontier (:mod:`picas.frontier`) now and then, and read at the start.
     """
 
     def __init__(self) -> None:
@@ -118,10 +128,33 @@ class ChangesSource:
         self._beaten_at: float | None = None
         #: the feed's filter: UNFINISHED on Apache CouchDB, {} for none (None: not known yet)
         self._selector: dict | None = None
+        #: the cursor last published as the frontier, and when (monotonic clock)
+        self._published: tuple[object, float] | None = None
+
+    def _start(self, db: Database) -> None:
+        """Begin at the pool's frontier, with the ids that may need a look behind it."""
+        self._selector = UNFINISHED if db.transport.is_apache_couchdb() else {}
+        start = frontier.load(db)
+        self.cursor = start.since
+        self.watch.update(start.watch)
+        self.skipped.update(dict.fromkeys(start.skipped))
+        self._published = (start.since, time.monotonic())
+
+    def _publish(self, db: Database, exhausted: bool) -> None:
+        """Share the cursor as the frontier: when at the end of the feed, else
+        at most every PUBLISH_EVERY seconds."""
+        assert self._published is not None
+        last, at = self._published
+        if self.cursor == last or (not exhausted and time.monotonic() - at < PUBLISH_EVERY):
+            return
+        self._published = (self.cursor, time.monotonic())
+        frontier.publish(db, frontier.Frontier(self.cursor, dict(self.watch),
+                                               list(self.skipped)))
 
     def fetch(self, db: Database, window: int) -> Window:
         if self._selector is None:
-            self._selector = UNFINISHED if db.transport.is_apache_couchdb() else {}
+            self._start(db)
+        self._publish(db, exhausted=False)
         rows = db.changes(self._selector or None, since=self.cursor, limit=window,
                           include_docs=True, conflicts=True)["results"]
         now = time.time()
@@ -143,6 +176,7 @@ class ChangesSource:
         if not docs:
             self.attempted([])
             if exhausted:
+                self._publish(db, exhausted=True)
                 docs = self._recheck(db, now, window)
         return Window(docs, exhausted, in_order=True, contested=self._contested())
 
@@ -190,6 +224,49 @@ class ChangesSource:
                 self.watch.pop(row["key"], None)
                 self.skipped.pop(row["key"], None)
         return docs
+
+
+class PrioritySource:
+    """Highest priority first, without waiting long for a view's index.
+
+    ``todo_by_priority`` is read as far as its index has got
+    (``stale=update_after``: the server catches up afterwards, in the
+    background). When that shows nothing claimable and the index is only
+    a little behind (just after an add, say), the view is read again up
+    to date, which takes a moment; when it is far behind (a million new
+    tokens), candidates come from the changes feed meanwhile.
+    """
+
+    #: changes an index may lag behind the database and still be waited for
+    CATCH_UP = 5000
+
+    def __init__(self, feed: ChangesSource) -> None:
+        self.view = ViewSource()
+        self.feed = feed
+        self._last: Source = self.view
+
+    def fetch(self, db: Database, window: int) -> Window:
+        self._last = self.view
+        answer = db.view(self.view.design, self.view.view, include_docs=True, conflicts=True,
+                         limit=window, stale="update_after", update_seq=True)
+        got = self.view.window(answer, window)
+        if self._any_claimable(got):
+            return got
+        if _position(db.info().get("update_seq")) - _position(answer.get("update_seq")) \
+                <= self.CATCH_UP:
+            got = self.view.fetch(db, window)
+            if self._any_claimable(got):
+                return got
+        self._last = self.feed
+        return self.feed.fetch(db, window)
+
+    @staticmethod
+    def _any_claimable(got: Window) -> bool:
+        now = time.time()
+        return any(claimable(doc, now) for doc in got.docs)
+
+    def attempted(self, docs: list[Token], beaten: int = 0) -> None:
+        self._last.attempted(docs, beaten)
 
 
 def _one_branch(db: Database, doc_id: str, doc: Token, now: float) -> Token:
@@ -292,7 +369,7 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
     Returns the locked tokens (with their new ``_rev``); an empty result
     means there is nothing to claim now, a normal outcome. ``accept`` can
     skip candidates (for example tokens that would not fit in the walltime
-    left). ``source`` defaults to the ``Pilot/todo_by_priority`` view.
+    left). ``source`` defaults to the ``Monitor/todo_by_priority`` view.
     """
     rng = rng or random.Random()
     source = source or ViewSource()
@@ -310,7 +387,7 @@ def claim(db: Database, holder: Holder, *, limit: int = 1,
         if not candidates:
             if got.exhausted:
                 return result
-            source.attempted(got.docs)  # none acceptable here: move past them
+            source.attempted([])  # none acceptable here: move past them, remembered
             # A feed read moves its cursor on, so reading on always ends;
             # a view answers the same stale rows until its index catches up.
             stale_windows += not got.in_order

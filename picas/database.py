@@ -37,6 +37,9 @@ class Database:
             raise errors.ConfigError("no database name given: set PICAS_DATABASE or --database")
         self.transport = transport
         self.name = name
+        #: design documents whose index is being built: their views are read
+        #: stale (see :mod:`picas.indexing`) rather than waited for
+        self.lagging: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Database {self.name} at {self.transport.url}>"
@@ -190,10 +193,27 @@ class Database:
 
     def iter_all_docs(self, page: int = 1000, **params: Any) -> Iterator[dict]:
         """All rows of ``_all_docs`` (design documents included), paged."""
-        yield from self._paged(lambda **p: self.all_docs(**p), page, params)
+        yield from self.paged(lambda **p: self.all_docs(**p), page, params)
 
     def view(self, design: str, view: str, **params: Any) -> dict:
-        """Query ``_design/design/_view/view``; missing views get a clear error."""
+        """Query ``_design/design/_view/view``; missing views get a clear error.
+
+        A view whose index is still being built is not waited for: once a
+        query timed out on it (CouchDB's answer while it builds), the rows it
+        has so far are read (``stale=ok``) and ``design`` joins :attr:`lagging`.
+        """
+        if design in self.lagging and "stale" not in params:
+            params = {**params, "stale": "ok"}
+        try:
+            return self._view(design, view, params)
+        except errors.ViewBuilding:
+            if "stale" in params:
+                raise
+            self.lagging.add(design)
+            return self._view(design, view, {**params, "stale": "ok"})
+
+    def _view(self, design: str, view: str, params: dict) -> dict:
+        params = dict(params)
         try:
             if "keys" in params:
                 keys = params.pop("keys")
@@ -210,10 +230,10 @@ class Database:
     def iter_view(self, design: str, view: str, page: int = 1000,
                   **params: Any) -> Iterator[dict]:
         """Every row of a view, fetched ``page`` rows at a time."""
-        yield from self._paged(lambda **p: self.view(design, view, **p), page, params)
+        yield from self.paged(lambda **p: self.view(design, view, **p), page, params)
 
     @staticmethod
-    def _paged(query: Any, page: int, params: dict) -> Iterator[dict]:
+    def paged(query: Any, page: int, params: dict) -> Iterator[dict]:
         params = dict(params)
         limit = params.pop("limit", None)
         seen = 0

@@ -11,6 +11,14 @@ from their ``waiting_for`` (:func:`picas.state.follow`). A release costs
 one bulk read and one bulk write per batch of dependents, whatever the
 number of waiting tokens in the pool.
 
+At add time, :func:`picas.shaping.check` collects the ``after`` of the
+tokens that have one (refusing cycles), :func:`plan` refuses unknown ids
+and works out ``dependents`` and gates from those edges alone, and
+:mod:`picas.adding` sets them on each token as it streams past. The
+writes may come in any order: :func:`settle` then reads the new waiting
+tokens' parents, which releases a token whose parents ended before it
+was written.
+
 If a pilot dies between a parent's result and the release, the waiting
 token stays waiting with its parents done; :func:`recheck` (``picas
 recover``) reads the parents of every waiting token and finds it.
@@ -24,7 +32,7 @@ and a fan-in of n tokens costs O(n) in reads and bytes, not O(n^2).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import errors, state
@@ -44,46 +52,91 @@ ENDS = (TokenState.DONE, TokenState.ERROR, TokenState.CANCELLED)
 GATE_SIZE = 100
 
 
-def parents(token: Token) -> list[str]:
+def parents_of(token: Token) -> list[str]:
     """The tokens whose end releases ``token``: what it waits for, gates included."""
     return list(token.get("waiting_for") or [])
 
 
-def gate(tokens: list[Token]) -> list[Token]:
-    """Gates for the tokens that wait for more than GATE_SIZE others; each
-    such token then waits for its gates (which may wait for gates again)."""
+def _gates(child: str, waits: list[str]) -> tuple[list[str], list[Token]]:
+    """What ``child`` waits for directly, and the gates it then needs: one
+    per GATE_SIZE of ``waits`` (which may wait for gates again)."""
     size = GATE_SIZE
     gates: list[Token] = []
-    for token in tokens:
-        waits, level = parents(token), 0
-        while len(waits) > size:
-            level += 1
-            layer = [state.gate(f"{token['_id']}.gate{level}-{n}", waits[i:i + size])
-                     for n, i in enumerate(range(0, len(waits), size))]
-            gates.extend(layer)
-            waits = [g["_id"] for g in layer]
-        token["waiting_for"] = waits
-    return gates
+    level = 0
+    while len(waits) > size:
+        level += 1
+        layer = [state.gate(f"{child}.gate{level}-{n}", waits[i:i + size])
+                 for n, i in enumerate(range(0, len(waits), size))]
+        gates.extend(layer)
+        waits = [g["_id"] for g in layer]
+    return waits, gates
 
 
 # -- add time -------------------------------------------------------------------
 
-def check(db: Database, tokens: list[Token]) -> None:
-    """Refuse ``tokens`` whose parents are neither among them nor in ``db``.
+@dataclass
+class Plan:
+    """What an add sets on its tokens for their ``after``, kept for the tokens
+    that have one (and their parents) only, so plain tokens stream past."""
 
-    Cycles among them were refused already when they were built
-    (:func:`picas.shaping.build`); tokens in ``db`` cannot wait for new ones.
+    #: token (or gate) -> what it waits for directly
+    waits: dict[str, list[str]]
+    #: token -> the tokens (or gates) that wait for it
+    dependents: dict[str, list[str]]
+    #: gates to write besides the input's tokens
+    gates: list[Token]
+
+    def fit(self, token: Token) -> Token:
+        """``token`` with the ``waiting_for`` and ``dependents`` of this plan."""
+        own = token["_id"]
+        if own not in self.waits and own not in self.dependents:
+            return token
+        token = dict(token)
+        if own in self.waits:
+            token["waiting_for"] = list(self.waits[own])
+        if own in self.dependents:
+            known = token.get("dependents") or []
+            token["dependents"] = list(dict.fromkeys([*known, *self.dependents[own]]))
+        return token
+
+
+def plan(db: Database, after: dict[str, list[str]], ids: Callable[[], Iterable[str]]) -> Plan:
+    """The plan for an input whose tokens wait as ``after`` says (id -> its
+    after, checked for cycles by :func:`picas.shaping.check`).
+
+    Refuses ids that are neither in the input nor in ``db``: those not in
+    the database are looked for among the input's ``ids`` (read again only
+    then, since a plain token may be a parent). Tokens in ``db`` cannot
+    wait for new ones, so no cycle goes through them.
     """
-    given = {token["_id"] for token in tokens}
-    named = sorted({p for token in tokens for p in token.get("after") or []} - given)
-    found = _existing(db, named)
-    unknown = [p for p in named if p not in found]
-    if unknown:
-        waiting = {p: t["_id"] for t in tokens for p in t.get("after") or [] if p in unknown}
+    named = sorted({p for parents in after.values() for p in parents} - after.keys())
+    missing = set(named) - _existing(db, named)
+    if missing:
+        for token_id in ids():
+            missing.discard(token_id)
+            if not missing:
+                break
+    if missing:
+        unknown = sorted(missing)
+        waiting = {p: child for child, parents in after.items() for p in parents
+                   if p in missing}
         shown = ", ".join(f"'{p}' (after of '{waiting[p]}')" for p in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise errors.InvalidToken(f"unknown token {shown}{more}: not in the input nor in "
                                   f"database '{db.name}'; nothing was added")
+    waits: dict[str, list[str]] = {}
+    gates: list[Token] = []
+    for child, parents in after.items():
+        waits[child], extra = _gates(child, list(dict.fromkeys(parents)))
+        gates.extend(extra)
+        waits.update((g["_id"], parents_of(g)) for g in extra)
+    dependents: dict[str, list[str]] = {}
+    for child, parents in waits.items():
+        for parent in parents:
+            dependents.setdefault(parent, []).append(child)
+    found = Plan(waits, dependents, [])
+    found.gates = [found.fit(g) for g in gates]
+    return found
 
 
 def _existing(db: Database, ids: list[str]) -> set[str]:
@@ -95,56 +148,27 @@ def _existing(db: Database, ids: list[str]) -> set[str]:
     return found
 
 
-def link(tokens: list[Token]) -> None:
-    """Record on each parent among ``tokens`` which of them wait for it."""
-    by_id = {token["_id"]: token for token in tokens}
-    found: dict[str, dict[str, None]] = {}
-    for token in tokens:
-        for parent in parents(token):
-            if parent in by_id:
-                found.setdefault(parent, {})[token["_id"]] = None
-    for parent, children in found.items():
-        known = by_id[parent].get("dependents") or []
-        by_id[parent]["dependents"] = list(dict.fromkeys([*known, *children]))
-
-
-def link_existing(db: Database, tokens: list[Token], outside: list[str]) -> int:
-    """Add ``tokens`` to the ``dependents`` of their parents in ``db``, then
-    tell them what state those parents are in; return the tokens released.
-
-    Called after ``tokens`` are written: a parent that ends after this
-    write tells them itself, one that ended before is told of here.
-    """
-    if not outside:
-        return 0
-    children: dict[str, list[str]] = {p: [] for p in outside}
-    for token in tokens:
-        for parent in parents(token):
-            if parent in children:
-                children[parent].append(token["_id"])
+def settle(db: Database, done: Plan) -> Recheck:
+    """After an add: record the new waiting tokens on parents that were there
+    already (or were written without them), then read their parents' states
+    again: a parent that ended before its dependents were written is heard
+    of here, so the order of the writes does not matter."""
+    parents = list(done.dependents)
 
     def add(doc: Token | None) -> Token | None:
         if doc is None:
             return None
         known = list(doc.get("dependents") or [])
         seen = set(known)
-        new = [c for c in children[doc["_id"]] if c not in seen]
+        new = [c for c in done.dependents[doc["_id"]] if c not in seen]
         return {**doc, "dependents": known + new} if new else None
 
-    written: list[Token] = []
-    for start in range(0, len(outside), BATCH):
-        chunk = outside[start:start + BATCH]
-        answered, pending = update_many(db, chunk, add)
+    for start in range(0, len(parents), BATCH):
+        _, pending = update_many(db, parents[start:start + BATCH], add)
         if pending:
             raise errors.Conflict(f"{len(pending)} parent token(s) kept changing while their "
                                   "dependents were recorded: add the same input again")
-        written.extend(doc for doc, result in answered if "error" not in result)
-    wrote = {doc["_id"] for doc in written}
-    unchanged = [p for p in outside if p not in wrote]
-    news = {doc["_id"]: state.classify(doc) for doc in written}
-    news.update(_states(db, unchanged))
-    return _tell(db, {token["_id"]: {p: news[p] for p in parents(token) if p in news}
-                      for token in tokens})
+    return recheck(db, list(done.waits))
 
 
 # -- release ----------------------------------------------------------------------

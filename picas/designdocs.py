@@ -14,9 +14,13 @@ from . import errors
 from .database import Database
 from .update import update
 
+#: The one design document: CouchDB hands every written document to each
+#: design document's JavaScript in a pass of its own, whatever its number of
+#: views, so one holds them all (measured with bench/views.py).
 MONITOR = "Monitor"
-PILOT = "Pilot"
-TRIAGE = "Triage"
+#: Design documents of earlier versions, whose views now live in ``Monitor``:
+#: left in place, they would be indexed on every write for nobody.
+RETIRED = ("Pilot", "Triage")
 #: Writes of one design document tried before giving up on conflicts.
 TRIES = 5
 
@@ -59,10 +63,12 @@ class PushReport:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    #: views of a retired design document that was deleted
+    removed: list[str] = field(default_factory=list)
 
     @property
     def wrote(self) -> bool:
-        return bool(self.added or self.changed)
+        return bool(self.added or self.changed or self.removed)
 
 
 def push_views(db: Database, design: str, views: dict[str, dict],
@@ -126,7 +132,28 @@ def _compare(existing: dict[str, dict], views: dict[str, dict]) -> PushReport:
 
 
 def push(db: Database, designs: Iterable[str] | None = None) -> dict[str, PushReport]:
-    """Push picas's own design documents; return what changed in each."""
+    """Push picas's own design documents, and remove retired ones; return what
+    changed in each."""
     loaded = load()
     names = list(loaded) if designs is None else list(designs)
-    return {name: push_views(db, name, loaded[name]["views"]) for name in names}
+    reports = {name: push_views(db, name, loaded[name]["views"]) for name in names}
+    if designs is None:
+        for name in RETIRED:
+            removed = _retire(db, name, set(loaded[MONITOR]["views"]))
+            if removed:
+                reports[name] = PushReport(removed=removed)
+    return reports
+
+
+def _retire(db: Database, design: str, known: set[str]) -> list[str]:
+    """Delete ``_design/design`` when it holds only views picas moved to
+    ``Monitor`` (one with a user's own views stays); return its views."""
+    current = _read_design(db, f"_design/{design}")
+    views = sorted((current or {}).get("views") or {})
+    if not current or not set(views) <= known:
+        return []
+    try:
+        db.delete(current["_id"], current["_rev"])
+    except errors.Conflict:
+        return []  # changed meanwhile: the next push looks again
+    return views

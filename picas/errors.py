@@ -74,8 +74,25 @@ class ServerError(PicasError):
     """HTTP 5xx or an unusable answer from the server."""
 
 
+class ViewBuilding(ServerError):
+    """A view query timed out while the server builds the view's index.
+
+    CouchDB answers such a query with HTTP 500 ``timeout`` after its
+    ``[fabric] request_timeout`` (60 s) and goes on building; so this is
+    "not yet", not a failure: :mod:`picas.indexing` reads stale rows then.
+    """
+
+
 class RequestRejected(PicasError):
     """HTTP 400 and other 4xx: the server refused a malformed request."""
+
+
+class TooLarge(RequestRejected):
+    """HTTP 413: a document, an attachment or a request larger than the server allows."""
+
+
+class InputUnavailable(PicasError):
+    """A token's input (an attachment, a file or a URL) could not be read."""
 
 
 class InvalidToken(PicasError, ValueError):

@@ -31,7 +31,7 @@ def recover_expired(db: Database, now: float | None = None, limit: int = 500) ->
     a lease that ran out on one branch may sit beside a running lock.
     """
     now = time.time() if now is None else now
-    rows = db.view(designdocs.PILOT, "locked_by_expiry", endkey=now, limit=limit)["rows"]
+    rows = db.view(designdocs.MONITOR, "locked_by_expiry", endkey=now, limit=limit)["rows"]
     expired = []
     for row in rows:
         current = conflicts.current(db, row["id"], now)

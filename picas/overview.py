@@ -1,14 +1,15 @@
 """How far along the work is: counts, running tokens, errors, rate and ETA.
 
 Everything comes from reduced views and one short, limited view query,
-so a summary costs the same handful of requests at 100 or 100,000 tokens.
+so a summary costs the same handful of requests at 100 or 1,000,000 tokens.
+While the views are being built, their rows so far are shown, and said to lag.
 """
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from . import dependencies, triage
+from . import dependencies, indexing, triage
 from .database import Database
 from .designdocs import MONITOR
 from .errors import ViewNotFound
@@ -72,7 +73,7 @@ def errors_by_exit_code(db: Database) -> dict[str, int]:
 
 def suspect_hosts(db: Database) -> list[dict]:
     """Hosts whose attempts fail far more often than the others' (see
-    :func:`picas.triage.suspect_hosts`); none on a database without the Triage views."""
+    :func:`picas.triage.suspect_hosts`); none on a database without the triage views."""
     try:
         return triage.suspect_hosts(triage.host_attempts(db))
     except ViewNotFound:
@@ -136,6 +137,8 @@ def summary(db: Database, running_limit: int = RUNNING_LIMIT,
             rate_window: float = RATE_WINDOW, now: float | None = None) -> dict[str, Any]:
     """Everything ``picas status`` shows, as one JSON-able dict."""
     now = time.time() if now is None else now
+    db.lagging.clear()
+    building = indexing.follow(db)
     result: dict[str, Any] = counts(db)
     result["total"] = sum(result[s.value] for s in TokenState)
     # Branches come from pilots' writes; a pool where all is todo needs no look
@@ -157,6 +160,10 @@ def summary(db: Database, running_limit: int = RUNNING_LIMIT,
     result["eta_s"] = None if seconds is None else round(seconds, 1)
     result["eta_basis"] = basis
     result["eta_guess"] = basis in ("rate", "running")
+    result["views_building"] = [{"design": b.design, "percent": b.percent,
+                                 "changes_done": b.changes_done,
+                                 "total_changes": b.total_changes} for b in building or []]
+    result["views_note"] = indexing.note(db, building)
     result["database"] = db.name
     result["url"] = db.transport.url
     result["time"] = now

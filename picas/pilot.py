@@ -26,6 +26,7 @@ from . import (
     results,
     runner,
     shutdown,
+    staging,
     state,
     triage,
 )
@@ -59,7 +60,7 @@ class PilotOptions:
     endless: bool = False
     #: claim from this view (strict priority order) instead of the changes feed
     view: str | None = None
-    design_doc: str = designdocs.PILOT
+    design_doc: str = designdocs.MONITOR
     #: claim only tokens with this tag (from Monitor/by_tag)
     tag: str | None = None
     #: epoch seconds when the allocation ends (walltime), if known
@@ -71,6 +72,9 @@ class PilotOptions:
     spool: Path | None = None
     log_cap: int = runner.DEFAULT_LOG_CAP
     grace: float = 5.0
+    #: the most a token may hold, and any one attachment: outputs past these are left out
+    max_token_size: int = staging.DEFAULT_MAX_TOKEN_SIZE
+    max_attachment_size: int = staging.DEFAULT_MAX_ATTACHMENT_SIZE
     #: write buffered results at least this often (seconds)
     flush_interval: float = 2.0
     #: longest sleep between polls of an empty todo view with ``endless``
@@ -207,6 +211,17 @@ class PilotReport:
         self.outcomes[outcome.value] = self.outcomes.get(outcome.value, 0) + 1
 
 
+def _kept(token: Token, done: runner.Run) -> dict:
+    """The fields a run sets on its token: a function's return value as
+    ``output``, and which declared outputs were left out (and why)."""
+    fields: dict = {}
+    if done.succeeded and "function" in token:
+        fields["output"] = done.output
+    if done.outputs_skipped is not None:
+        fields["outputs_skipped"] = done.outputs_skipped
+    return fields
+
+
 class Pilot:
     """One pilot process's work loop. Construction does no I/O."""
 
@@ -222,8 +237,11 @@ class Pilot:
         self.report = PilotReport(pilot_id=self.holder.pilot_id)
         self.started_at = time.monotonic()
         self.changes = claim.ChangesSource()
+        self.by_priority = claim.PrioritySource(self.changes)
         self.workspace = runner.Workspace(options.workdir)
-        self.run_options = runner.RunOptions(options.log_cap, options.grace)
+        self.run_options = runner.RunOptions(
+            options.log_cap, options.grace,
+            staging.Limits(options.max_token_size, options.max_attachment_size))
         self.batch = BatchSizer(options.batch)
         self._priorities_checked: float | None = None
         self._priorities = False
@@ -309,8 +327,11 @@ class Pilot:
             limit = min(limit, self.options.max_tasks - self.report.started)
         accept = self._fits if self.options.end_time is not None else None
         source = self._source()
+        started = time.monotonic()
         got = claim.claim(self.db, self.holder, limit=limit, lease_seconds=self.options.lease,
                           source=source, accept=accept)
+        log.debug("claim at %.3f: %d of %d token(s) in %.1f ms, %d conflict(s)", time.time(),
+                  len(got.tokens), limit, 1000 * (time.monotonic() - started), got.conflicts)
         self.report.claimed += len(got.tokens)
         self.report.conflicts += got.conflicts
         self.report.in_doubt += got.in_doubt
@@ -363,7 +384,7 @@ class Pilot:
         if self._priorities_checked is None or now - self._priorities_checked > PRIORITY_CHECK:
             self._priorities = pool.uses_priorities(self.db)
             self._priorities_checked = now
-        return claim.ViewSource() if self._priorities else self.changes
+        return self.by_priority if self._priorities else self.changes
 
     def _recover(self) -> int:
         """With a view as source, expired leases are found through their own view."""
@@ -394,7 +415,9 @@ class Pilot:
 
         try:
             done = runner.run(token, self.workspace, self.run_options,
-                              timeout=self._token_timeout(), should_stop=should_stop)
+                              timeout=self._token_timeout(), should_stop=should_stop,
+                              read_attachment=functools.partial(self.db.get_attachment,
+                                                                token_id))
         except errors.InvalidToken as exc:
             # Raised before anything started: a defect of the token, not a run.
             log.warning("token %s: %s", token_id, exc)
@@ -402,7 +425,7 @@ class Pilot:
             return
         self.batch.ran(done.end - done.start)
         outcome = {
-            None: Outcome.SUCCEEDED if done.exit_code == 0 else Outcome.FAILED,
+            None: Outcome.SUCCEEDED if done.succeeded else Outcome.FAILED,
             "timeout": Outcome.TIMED_OUT,
             "shutdown": Outcome.INTERRUPTED,
             "cancelled": Outcome.CANCELLED,
@@ -426,6 +449,7 @@ class Pilot:
         n = (current.get("lease") or {}).get("attempt", len(state.attempts(current)) + 1)
         attachments: dict[str, tuple[str, bytes]] = {}
         extra: dict = {}
+        fields: dict = {}
         if done is not None:
             # Empty streams are not stored: nothing to read, and attachments
             # are the costliest part of a write.
@@ -433,6 +457,10 @@ class Pilot:
                            for name, data in (("stdout", done.stdout), ("stderr", done.stderr))
                            if data}
             extra = {**done.notes, **done.usage, "provenance": done.provenance}
+            fields = _kept(current, done)
+            error = error or done.failure
+            if done.exception is not None:
+                extra["exception"] = done.exception
         if error:
             extra["error"] = error
         if outcome.is_application_failure:
@@ -443,12 +471,12 @@ class Pilot:
             start=done.start if done else None, end=done.end if done else None,
             exit_code=done.exit_code if done else None,
             logs=sorted(attachments), **extra)
-        fields = {}
         if error:
             fields["error"] = [*(current.get("error") or []),
                                {"time": int(time.time()), "message": error}]
         self.writer.add(current, results.Result(token_id, state.lease_id(current), attempt,
-                                                attachments, fatal, fields))
+                                                attachments, fatal, fields,
+                                                done.outputs if done else {}))
         self.report.count(outcome)
         self.host_watch.saw(token_id, current, outcome)
         if outcome is not Outcome.SUCCEEDED:

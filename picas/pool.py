@@ -3,7 +3,7 @@
 Pilots claim from the changes feed by default, which needs no view index
 and so is fast, but takes tokens in the order they were added. Once any
 token has a priority, the pool says so here, and pilots switch to the
-``Pilot/todo_by_priority`` view, which gives the highest priority first.
+``Monitor/todo_by_priority`` view, which gives the highest priority first.
 """
 from __future__ import annotations
 

@@ -136,7 +136,9 @@ def _exit_watch(proc: subprocess.Popen) -> Iterator[Callable[[float], bool]]:
 
 
 def start(args: str | Sequence[str], *, shell: bool, stdout: IO, stderr: IO,
-          **popen: Any) -> subprocess.Popen:
-    """Start ``args`` in a new session (its own process group)."""
-    return subprocess.Popen(args, shell=shell, stdin=subprocess.DEVNULL, stdout=stdout,
-                            stderr=stderr, start_new_session=True, **popen)
+          stdin: IO | None = None, **popen: Any) -> subprocess.Popen:
+    """Start ``args`` in a new session (its own process group); no ``stdin``
+    means an empty one."""
+    return subprocess.Popen(args, shell=shell,
+                            stdin=subprocess.DEVNULL if stdin is None else stdin,
+                            stdout=stdout, stderr=stderr, start_new_session=True, **popen)

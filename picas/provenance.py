@@ -87,9 +87,12 @@ def checksums(paths: list[str], folder: Path) -> dict[str, str | None]:
     return found
 
 
-def record(token: dict, command: str | list[str]) -> dict[str, Any]:
-    """What ran: software versions, the command, the token's own env variables."""
-    found: dict[str, Any] = {**_software(), "command": command}
+def record(token: dict, command: str | list[str], function: str | None = None,
+           ) -> dict[str, Any]:
+    """What ran: software versions, the command (or the function of a
+    function token), the token's own env variables."""
+    found: dict[str, Any] = {**_software(),
+                             **({"function": function} if function else {"command": command})}
     env = token.get("env")
     if isinstance(env, dict) and env:
         found["env"] = {str(k): str(v) for k, v in env.items()}

@@ -1,7 +1,7 @@
 """``picas report``: one HTML file to look at, with charts drawn as inline SVG.
 
 It needs nothing but a browser, offline: no scripts from elsewhere, no
-plotting library. The data comes from views (``Triage/attempts``, the
+plotting library. The data comes from views (``Monitor/attempts``, the
 error groups and the counts per state), not from reading every token.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ReportData:
 def gather(db: Database) -> ReportData:
     """Everything the report shows, from views."""
     data = ReportData(db.name, overview.counts(db))
-    for row in db.iter_view(designdocs.TRIAGE, "attempts", page=5000):
+    for row in db.iter_view(designdocs.MONITOR, "attempts", page=5000):
         duration, rss, host, outcome, sig, cpu = row["value"]
         data.attempts.append(Attempt(row["id"], float(row["key"] or 0), duration, rss,
                                      host or "(unknown)", outcome, sig, cpu))

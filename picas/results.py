@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import conflicts, dependencies, errors, state
@@ -44,19 +44,43 @@ class Result:
     fatal: bool = False
     #: extra fields to set on the token when the lease is still ours
     fields: dict = field(default_factory=dict)
+    #: output files, name -> (content type, bytes): attached when the lease is
+    #: still ours (a late attempt's must not replace the newer attempt's)
+    outputs: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         data = asdict(self)
-        data["attachments"] = {name: [ctype, base64.b64encode(raw).decode()]
-                               for name, (ctype, raw) in self.attachments.items()}
+        data["attachments"] = _encoded(self.attachments)
+        data["outputs"] = _encoded(self.outputs)
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> Result:
-        attachments = {name: (ctype, base64.b64decode(b64))
-                       for name, (ctype, b64) in data.get("attachments", {}).items()}
-        return cls(data["token_id"], data.get("lease_id"), data["attempt"], attachments,
-                   data.get("fatal", False), data.get("fields", {}))
+        return cls(data["token_id"], data.get("lease_id"), data["attempt"],
+                   _decoded(data.get("attachments", {})), data.get("fatal", False),
+                   data.get("fields", {}), _decoded(data.get("outputs", {})))
+
+    def slimmer(self, reason: str) -> Result | None:
+        """This result without its output files, or else without its logs, for a
+        server that refused it as too large; the token says what was left out.
+        None when there is nothing left to leave out."""
+        if self.outputs:
+            skipped = [*self.fields.get("outputs_skipped", []),
+                       *({"name": name, "size": len(raw), "reason": reason}
+                         for name, (_, raw) in sorted(self.outputs.items()))]
+            return replace(self, outputs={}, fields={**self.fields, "outputs_skipped": skipped})
+        if self.attachments:
+            return replace(self, attachments={},
+                           attempt={**self.attempt, "logs": [], "logs_left_out": reason})
+        return None
+
+
+def _encoded(files: dict[str, tuple[str, bytes]]) -> dict[str, list[str]]:
+    return {name: [ctype, base64.b64encode(raw).decode()] for name, (ctype, raw) in files.items()}
+
+
+def _decoded(files: dict[str, list[str]]) -> dict[str, tuple[str, bytes]]:
+    return {name: (ctype, base64.b64decode(b64)) for name, (ctype, b64) in files.items()}
 
 
 def already_recorded(current: Token, result: Result) -> bool:
@@ -74,14 +98,16 @@ def apply(current: Token, result: Result,
     """
     if already_recorded(current, result):
         return None
-    if state.held_under(current, result.lease_id):
+    held = state.held_under(current, result.lease_id)
+    if held:
         doc = state.finish({**current, **result.fields}, result.attempt,
                            default_max_attempts, fatal=result.fatal)
     else:
         doc = state.add_late_attempt(current, result.attempt)
-    if result.attachments:
+    files = {**result.attachments, **result.outputs} if held else result.attachments
+    if files:
         attachments = dict(doc.get("_attachments", {}))
-        for name, (ctype, raw) in result.attachments.items():
+        for name, (ctype, raw) in files.items():
             attachments[name] = {"content_type": ctype, "data": base64.b64encode(raw).decode()}
         doc["_attachments"] = attachments
     return doc
@@ -142,8 +168,12 @@ class ResultWriter:
             doc = apply(current, result, self.default_max_attempts)
             if doc is not None:  # None: recorded already
                 todo.append((current, result, doc))
-        outcomes = self.db.bulk_docs([doc for _, _, doc in todo])
         written = []
+        try:
+            outcomes = self.db.bulk_docs([doc for _, _, doc in todo])
+        except errors.TooLarge:
+            # One of them is too large, and the server refused them all: one by one.
+            outcomes = [{"error": "too_large"} for _ in todo]
         for (current, result, doc), outcome in zip(todo, outcomes, strict=True):
             if confirmed(outcome):
                 self._count(current, result)
@@ -155,6 +185,21 @@ class ResultWriter:
         dependencies.tell(self.db, written)
 
     def _write_one(self, result: Result, tries: int = TRIES) -> Token | None:
+        """:meth:`_write_as_is`; a result the server refuses as too large is
+        written without its output files (or at worst its logs), so that the
+        attempt is never lost to them. Returns what was written (None: nothing was)."""
+        while True:
+            try:
+                return self._write_as_is(result, tries)
+            except errors.TooLarge as exc:
+                slimmer = result.slimmer(f"the server refused the token as too large: {exc}")
+                if slimmer is None:
+                    raise
+                log.warning("token %s: %s; writing its result without %s", result.token_id,
+                            exc, "its output files" if result.outputs else "its logs")
+                result = slimmer
+
+    def _write_as_is(self, result: Result, tries: int) -> Token | None:
         """Re-read and re-apply until the write is confirmed; return what was
         written (None: nothing was).
 

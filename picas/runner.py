@@ -2,11 +2,16 @@
 
 The command runs through a shell when it is a string and directly when it
 is a list, with the token's ``env`` on top of the pilot's environment, in
-an empty working directory. Output goes to files (so background children
-cannot block us); only the tail of each stream, up to a cap, is kept.
+an empty working directory. A token that names a Python function runs
+as a command too (see :mod:`picas.functions`). The token's inputs are
+placed in the folder first and its outputs gathered after a successful
+run (see :mod:`picas.staging`). Output goes to files (so background
+children cannot block us); only the tail of each stream, up to a cap, is kept.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -15,10 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from . import procgroup, provenance
-from .errors import InvalidToken
+from . import functions, procgroup, provenance, staging
+from .errors import InputUnavailable, InvalidToken
 
 DEFAULT_LOG_CAP = 1 << 20
 NOT_FOUND = 127
@@ -28,13 +33,15 @@ NOT_FOUND = 127
 class RunOptions:
     log_cap: int = DEFAULT_LOG_CAP
     grace: float = procgroup.DEFAULT_GRACE
+    limits: staging.Limits = field(default_factory=staging.Limits)
 
 
 @dataclass
 class Run:
     """What happened when a command ran."""
 
-    exit_code: int
+    #: None when the command never started (see ``failure``)
+    exit_code: int | None
     #: None when the command ended by itself, else why it was stopped
     stopped: str | None
     start: float
@@ -46,6 +53,19 @@ class Run:
     usage: dict = field(default_factory=dict)
     #: what ran (see :func:`picas.provenance.record`), with checksums of declared files
     provenance: dict = field(default_factory=dict)
+    #: why the attempt failed, when no exit code says it (an input missing, say)
+    failure: str | None = None
+    #: what a function token's function returned, or what it raised
+    output: Any = None
+    exception: dict | None = None
+    #: output files to attach (name -> (content type, bytes)), and those left
+    #: out with the reason (None: the token declares no outputs)
+    outputs: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    outputs_skipped: list[dict] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.stopped is None and self.failure is None and self.exit_code == 0
 
 
 def command_of(token: dict) -> tuple[str | list[str], bool]:
@@ -161,49 +181,151 @@ def _take_tail(handle: IO[bytes], cap: int) -> tuple[bytes, int]:
     return b"".join(chunks), cut
 
 
+@dataclass(frozen=True)
+class SideFiles:
+    """Files the pilot hands a command beside its folder, so that they are
+    neither in its way nor taken for its outputs: the token's ``input``,
+    and for a function token the call and what came of it."""
+
+    input: Path
+    call: Path
+    result: Path
+
+    @classmethod
+    def beside(cls, folder: Path) -> SideFiles:
+        return cls(*(folder.with_name(f"{folder.name}.{kind}.json")
+                     for kind in ("input", "call", "result")))
+
+    def remove(self) -> None:
+        for path in (self.input, self.call, self.result):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 def run(token: dict, workspace: Workspace, options: RunOptions,
         timeout: float | None = None,
-        should_stop: Callable[[], str | None] | None = None) -> Run:
-    """Run the token's command until it ends, times out or must stop.
+        should_stop: Callable[[], str | None] | None = None,
+        read_attachment: Callable[[str], bytes] = staging.no_attachments) -> Run:
+    """Run the token's command (or function) until it ends, times out or must stop.
 
-    A token without a usable command or env raises InvalidToken before
-    anything is started.
+    A token without a usable command or function, or with a malformed
+    env, inputs, outputs or stdin, raises InvalidToken before anything is
+    started. An input that cannot be read fails the attempt unstarted.
     """
-    command, shell = command_of(token)
+    call = functions.call_of(token)
+    command, shell = command_of(token) if call is None else (call["function"], False)
+    stdin_name = staging.check_declared(token)
     env = workspace.environment(token)
     out, err = workspace.outputs()
     workdir = workspace.folder(token.get("_id"))
-    made = provenance.record(token, command)
+    side = SideFiles.beside(workdir)
+    env[staging.INPUT_FILE_ENV] = str(side.input)
+    made = provenance.record(token, command, call["function"] if call else None)
     inputs, outputs = provenance.declared_files(token)
-    if inputs:
-        made["inputs"] = provenance.checksums(inputs, workdir)
-    usage = None
+    failure, exit_code, stopped, usage = None, None, None, None
     start = time.time()
     try:
-        try:
-            proc = procgroup.start(command, shell=shell, stdout=out, stderr=err,
-                                   cwd=workdir, env=env)
-        except (FileNotFoundError, PermissionError) as exc:
-            os.write(err.fileno(), f"picas: cannot run {command[0]!r}: {exc.strerror}\n".encode())
-            exit_code, stopped = NOT_FOUND, None
-        else:
-            stopped, usage = procgroup.wait_measured(proc, timeout=timeout, grace=options.grace,
-                                                     should_stop=should_stop)
-            exit_code = proc.returncode
+        with contextlib.ExitStack() as stack:
+            try:
+                staging.write_input(token, side.input)
+                staging.place(token, workdir, read_attachment)
+                stdin = _open_stdin(stack, stdin_name, workdir)
+                if call is not None:
+                    functions.write_call(call, side.call)
+                    command = functions.command(side.call, side.result)
+            except InputUnavailable as exc:
+                failure = str(exc)
+            if inputs:
+                made["inputs"] = provenance.checksums(inputs, workdir)
+            if failure is None:
+                exit_code, stopped, usage = _execute(command, shell, stdin, out, err, workdir,
+                                                     env, options, timeout, should_stop)
         end = time.time()
         if outputs:
             made["outputs"] = provenance.checksums(outputs, workdir)
         (stdout, cut_out), (stderr, cut_err) = workspace.collect(options.log_cap)
+        done = Run(exit_code, stopped, start, end, _mark_cut(stdout, cut_out),
+                   _mark_cut(stderr, cut_err), _notes(stdout, cut_out, stderr, cut_err),
+                   provenance.usage(usage), made, failure)
+        if call is not None and failure is None:
+            _returned(done, side.result)
+        if done.succeeded:
+            _keep(done, token, workdir, options.limits, function=call is not None)
     finally:
+        side.remove()
         workspace.tidy()
+    return done
+
+
+def _notes(stdout: bytes, cut_out: int, stderr: bytes, cut_err: int) -> dict:
+    """What the attempt says about its logs: cut, or not UTF-8."""
     notes: dict = {}
     for name, data, cut in (("stdout", stdout, cut_out), ("stderr", stderr, cut_err)):
         if cut:
             notes[f"{name}_truncated_bytes"] = cut
         if not _is_utf8(data, cut_start=bool(cut)):
             notes[f"{name}_not_utf8"] = True
-    return Run(exit_code, stopped, start, end, _mark_cut(stdout, cut_out),
-               _mark_cut(stderr, cut_err), notes, provenance.usage(usage), made)
+    return notes
+
+
+def _open_stdin(stack: contextlib.ExitStack, name: str | None, folder: Path) -> IO[bytes] | None:
+    """The token's ``stdin`` file, open; relative names are in its folder."""
+    if name is None:
+        return None
+    try:
+        return stack.enter_context(open(folder / name, "rb"))
+    except OSError as exc:
+        raise InputUnavailable(f"stdin {name!r}: {exc.strerror}") from None
+
+
+def _execute(command: str | list[str], shell: bool, stdin: IO[bytes] | None, out: IO[bytes],
+             err: IO[bytes], workdir: Path, env: dict[str, str], options: RunOptions,
+             timeout: float | None, should_stop: Callable[[], str | None] | None,
+             ) -> tuple[int, str | None, Any]:
+    """Start the command and wait for it: exit code, why it was stopped, resource use."""
+    try:
+        proc = procgroup.start(command, shell=shell, stdin=stdin, stdout=out, stderr=err,
+                               cwd=workdir, env=env)
+    except (FileNotFoundError, PermissionError) as exc:
+        os.write(err.fileno(), f"picas: cannot run {command[0]!r}: {exc.strerror}\n".encode())
+        return NOT_FOUND, None, None
+    stopped, usage = procgroup.wait_measured(proc, timeout=timeout, grace=options.grace,
+                                             should_stop=should_stop)
+    return proc.returncode, stopped, usage
+
+
+def _returned(done: Run, result_file: Path) -> None:
+    """What a function token's child wrote: its return value, or the exception."""
+    returned = functions.read_result(result_file)
+    if returned is None:
+        if done.stopped is None and done.exit_code == 0:
+            done.failure = "the function's process ended without saying what it returned"
+    elif returned.exception is not None:
+        done.exception = returned.exception
+        done.failure = functions.describe(returned.exception)
+    else:
+        done.output = returned.output
+
+
+def _keep(done: Run, token: dict, folder: Path, limits: staging.Limits,
+          function: bool) -> None:
+    """After a successful run: what the token keeps of its return value and output
+    files, within ``limits``. A return value that does not fit fails the attempt."""
+    if not function and "outputs" not in token:
+        return
+    used = staging.token_size(token) + len(done.stdout) + len(done.stderr)
+    if function:
+        size = len(json.dumps(done.output))
+        if used + size > limits.max_token_size:
+            done.failure = (f"the function returned {size} bytes of JSON, more than the token "
+                            f"may hold ({max(0, limits.max_token_size - used)} of "
+                            f"--max-token-size {limits.max_token_size} were left): return "
+                            "less, or write files and declare them in 'outputs'")
+            done.output = None
+            return
+        used += size
+    if "outputs" in token:
+        done.outputs, done.outputs_skipped = staging.gather(token, folder, limits, used)
 
 
 def _mark_cut(data: bytes, cut: int) -> bytes:

@@ -1,17 +1,19 @@
 """Records into tokens: which fields a token takes, its command and its id.
 
-A record's keys that are token fields (``command``, ``env``, ``priority``,
-``tags``, ``max_attempts``, ``expected_runtime``, ``input``, ``_id``,
-``after``) stay
-on the token; every other key goes into its ``input``. :func:`build`
-checks every record before any token is written.
+A record's keys that are token fields (``command`` or ``function``,
+``env``, ``priority``, ``tags``, ``max_attempts``, ``expected_runtime``,
+``input``, ``inputs``, ``outputs``, ``stdin``, ``_id``, ``after``; ``args``
+and ``kwargs`` beside a ``function``) stay on the token; every other key goes
+into its ``input``. :func:`build` checks every record before any token is
+written.
 
-A token's id is a hash of what it runs (command, input, env) unless the
-record gives ``_id``, so adding the same input twice adds nothing the
-second time: the conflict on the existing id means "already there".
+A token's id is a hash of what it runs (command or function and its
+arguments, input, env, the files it reads) unless the record gives
+``_id``, so adding the same input twice adds nothing the second time: the
+conflict on the existing id means "already there".
 
 A token ``after`` others waits until they are done (see
-:mod:`picas.dependencies`); :func:`build` refuses a cycle among them.
+:mod:`picas.dependencies`); :func:`check` refuses a cycle among them.
 """
 from __future__ import annotations
 
@@ -20,23 +22,29 @@ import json
 import re
 import shlex
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors, provenance, state
+from . import errors, functions, provenance, staging, state
 from .jobid import JOB_ID_FIELDS
 from .sources import Record
 from .token import Token, blank
 
 #: Record keys that are token fields; all other keys go into ``input``.
-TOKEN_FIELDS = ("_id", "type", "command", "env", "priority", "tags", "max_attempts",
-                "expected_runtime", "input", "files", "after")
+TOKEN_FIELDS = ("_id", "type", "command", "function", "env", "priority", "tags",
+                "max_attempts", "expected_runtime", "input", "files", "inputs", "outputs",
+                "stdin", "after")
+#: Token fields only beside a ``function`` (elsewhere they are input, as they always were).
+CALL_FIELDS = ("args", "kwargs")
 #: Fields that only pilots and state changes write.
 MANAGED_FIELDS = frozenset({"lock", "done", "hostname", "scrub_count", "exit_code", "output",
                             "error", "uploads", "attempts", "lease", "cancel_requested",
-                            "retry_base", "waiting_for", "blocked_by", "dependents",
-                            *JOB_ID_FIELDS})
+                            "retry_base", "outputs_skipped", "waiting_for", "blocked_by",
+                            "dependents", *JOB_ID_FIELDS})
+#: What a token runs besides its command, input and env: in its id when given.
+#: (Only when given, so that the ids of tokens without them stay what they were.)
+RUNS_WITH = ("function", "args", "kwargs", "inputs", "stdin")
 MAX_REPORTED = 10
 
 
@@ -100,7 +108,8 @@ def fill(template: str, token: Token) -> str:
 def token_id(token: Token) -> str:
     """The id a token gets from its content: what it runs, with what, and after what."""
     content = {"command": token.get("command"), "input": token.get("input", {}),
-               "env": token.get("env") or {}}
+               "env": token.get("env") or {},
+               **{key: token[key] for key in RUNS_WITH if key in token}}
     if token.get("after"):
         content["after"] = sorted(token["after"])
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -189,13 +198,18 @@ def _shape(fields: Any, how: Shape) -> Token:
         if not isinstance(own["_id"], str) or not own["_id"] or own["_id"].startswith("_"):
             raise ValueError("_id must be a non-empty string not starting with '_'")
         token["_id"] = own["_id"]
-    if how.command is not None:
+    if "function" in own:
+        if how.command is not None or "command" in own:
+            raise ValueError("the token has a 'function' and a command: keep one")
+        token.update(functions.check(own["function"], own.get("args"), own.get("kwargs")))
+    elif how.command is not None:
         token["command"] = fill(how.command, token)
     elif "command" in own:
         token["command"] = _command(own["command"])
     elif how.require_command:
         raise ValueError("no command: give the token a 'command' field, or use "
-                         "--command TEMPLATE (for example --command 'run.sh {path}')")
+                         "--command TEMPLATE (for example --command 'run.sh {path}'), or "
+                         "name a Python 'function' (module:name)")
     after = list(dict.fromkeys(_after(own.get("after", [])) + list(how.after)))
     if after:
         token = state.wait(token, after)
@@ -215,7 +229,8 @@ def _split(fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             raise ValueError(f"field name {key!r} is not text")
         if key in MANAGED_FIELDS or (key.startswith("_") and key != "_id"):
             raise ValueError(f"field '{key}' is managed by picas: remove it from the input")
-        (own if key in TOKEN_FIELDS else extra)[key] = value
+        ours = key in TOKEN_FIELDS or (key in CALL_FIELDS and "function" in fields)
+        (own if ours else extra)[key] = value
     return own, extra
 
 
@@ -247,21 +262,31 @@ def _set_options(token: dict[str, Any], own: dict[str, Any], how: Shape) -> None
                                             minimum=0)
     if "files" in own:
         token["files"] = provenance.check_files(own["files"])
+    for key, check in (("inputs", staging.check_inputs), ("outputs", staging.check_outputs),
+                       ("stdin", staging.check_stdin)):
+        if key in own:
+            token[key] = check(own[key])
     tags = _tags(own.get("tags", [])) + list(how.tags)
     if tags:
         token["tags"] = list(dict.fromkeys(tags))
 
 
-def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
-    """Tokens for all records, or one :class:`InvalidToken` listing what is wrong.
+def check(records: Iterable[Record], how: Shape = Shape(),
+          after: dict[str, list[str]] | None = None) -> int:
+    """How many tokens the records make, or one :class:`InvalidToken` listing
+    what is wrong. Keeps no token, so it goes over any number of records
+    before a single one is written: a bad record anywhere adds nothing.
 
-    Everything is checked first, so a bad record anywhere adds nothing.
-    """
+    ``after`` gets the ``after`` of each token that has one (by id): the
+    edges that :func:`picas.dependencies.plan` needs, kept only for those
+    tokens, so plain tokens cost no memory. A cycle among them is refused."""
     if how.command is not None:
         check_template(how.command)
-    tokens: list[Token] = []
+    found: dict[str, list[str]] = {} if after is None else after
+    count = 0
     problems: list[str] = []
-    given: dict[str, tuple[dict, str]] = {}
+    #: given _id -> (digest of the token's content, where it was first given)
+    given: dict[str, tuple[str, str]] = {}
     for record in records:
         try:
             token = shape(record, how)
@@ -269,26 +294,46 @@ def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
             problems.append(str(exc))
             continue
         if isinstance(record.fields, dict) and "_id" in record.fields:
-            first = given.setdefault(token["_id"], (token, record.origin))
-            if first[0] is not token and _content(first[0]) != _content(token):
+            digest = _digest(token)
+            first = given.setdefault(token["_id"], (digest, record.origin))
+            if first[0] != digest:
                 problems.append(f"{record.origin}: _id '{token['_id']}' is already used by "
                                 f"a different token at {first[1]}")
                 continue
-        tokens.append(token)
-    problems.extend(_cycles(tokens))
+        count += 1
+        if token.get("after"):
+            found[token["_id"]] = list(token["after"])
+    problems.extend(_cycles(found))
     if problems:
         shown = problems[:MAX_REPORTED]
         more = len(problems) - len(shown)
         header = f"{len(problems)} invalid tokens:\n" if len(problems) > 1 else ""
         tail = f"\n... and {more} more" if more else ""
         raise errors.InvalidToken(header + "\n".join(shown) + tail)
-    return tokens
+    return count
 
 
-def _cycles(tokens: list[Token]) -> list[str]:
-    """A line naming a cycle of ``after`` among ``tokens`` (tokens that would
-    wait forever), or none."""
-    waits = {t["_id"]: list(t.get("after") or []) for t in tokens}
+def stream(records: Iterable[Record], how: Shape = Shape()) -> Iterator[Token]:
+    """The tokens of records that :func:`check` passed, made one at a time."""
+    for record in records:
+        yield shape(record, how)
+
+
+def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
+    """Tokens for all records, or one :class:`InvalidToken` listing what is wrong."""
+    records = list(records)
+    check(records, how)
+    return list(stream(records, how))
+
+
+def _digest(token: Token) -> str:
+    content = json.dumps(_content(token), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def _cycles(waits: dict[str, list[str]]) -> list[str]:
+    """A line naming a cycle of ``after`` among the tokens in ``waits`` (id ->
+    its after; tokens that would wait forever), or none."""
     left = {i: sum(1 for p in set(ps) if p in waits) for i, ps in waits.items()}
     dependents: dict[str, list[str]] = {}
     for i, ps in waits.items():

@@ -8,7 +8,6 @@ its line. :mod:`picas.shaping` turns records into tokens.
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import json
 import os
@@ -22,7 +21,7 @@ from . import errors
 
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".yaml": "yaml",
            ".yml": "yaml", ".csv": "csv"}
-MAX_GRID = 1_000_000
+MAX_GRID = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -40,19 +39,37 @@ def read_file(path: Path | str) -> list[Record]:
     Raises :class:`OSError` when the file cannot be read, and
     :class:`InvalidToken` naming the file and line when it is malformed.
     """
+    return list(stream_file(path))
+
+
+def stream_file(path: Path | str) -> Iterator[Record]:
+    """The records of :func:`read_file`, read as they are used.
+
+    JSONL and CSV are read a line at a time, so that a file of millions of
+    tokens never sits in memory; a JSON array or YAML list is parsed whole.
+    Errors in a JSONL or CSV file are raised where iteration reaches them.
+    """
     path = Path(path)
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise errors.InvalidToken(
             f"{path}: unknown file type '{path.suffix}': use .json (an array), .jsonl, "
             ".yaml or .csv")
+    if kind == "jsonl":
+        return _read_jsonl(path)
+    if kind == "csv":
+        return _read_csv(path)
+    return iter(_read_whole(path, kind))
+
+
+def _read_whole(path: Path, kind: str) -> list[Record]:
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise errors.InvalidToken(f"{path}:{line}: not UTF-8 text") from None
-    reader = {"json": _read_json, "jsonl": _read_jsonl, "yaml": _read_yaml, "csv": _read_csv}
+    reader = {"json": _read_json, "yaml": _read_yaml}
     return reader[kind](text, str(path))
 
 
@@ -106,16 +123,20 @@ def _read_json(text: str, name: str) -> list[Record]:
     return records
 
 
-def _read_jsonl(text: str, name: str) -> list[Record]:
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(Record(json.loads(line), f"{name}:{number}"))
-        except json.JSONDecodeError as exc:
-            raise errors.InvalidToken(f"{name}:{number}: not valid JSON: {exc.msg}") from None
-    return records
+def _read_jsonl(path: Path) -> Iterator[Record]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise errors.InvalidToken(f"{path}:{number}: not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                yield Record(json.loads(line), f"{path}:{number}")
+            except json.JSONDecodeError as exc:
+                raise errors.InvalidToken(
+                    f"{path}:{number}: not valid JSON: {exc.msg}") from None
 
 
 def _read_yaml(text: str, name: str) -> list[Record]:
@@ -137,29 +158,36 @@ def _read_yaml(text: str, name: str) -> list[Record]:
             for value, item in zip(data, node.value, strict=True)]
 
 
-def _read_csv(text: str, name: str) -> list[Record]:
+def _read_csv(path: Path) -> Iterator[Record]:
     """CSV with a header row; every value is text (numeric token fields are converted)."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            yield from _csv_rows(reader, str(path))
+        except UnicodeDecodeError:
+            raise errors.InvalidToken(
+                f"{path}:{reader.line_num + 1}: not UTF-8 text") from None
+        except csv.Error as exc:
+            raise errors.InvalidToken(
+                f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
+
+
+def _csv_rows(reader: csv.DictReader, name: str) -> Iterator[Record]:
     if not reader.fieldnames:
-        return []
+        return
     header = [h.strip() for h in reader.fieldnames]
     if any(not h for h in header) or len(set(header)) != len(header):
         raise errors.InvalidToken(f"{name}:1: the header row needs distinct, non-empty "
                                   "column names")
     reader.fieldnames = header
-    records = []
-    try:
-        for row in reader:
-            origin = f"{name}:{reader.line_num}"
-            if None in row:
-                raise errors.InvalidToken(f"{origin}: more values than columns in the header")
-            values = {k: v for k, v in row.items() if v is not None}
-            if len(values) < len(header):
-                raise errors.InvalidToken(f"{origin}: fewer values than columns in the header")
-            records.append(Record(values, origin))
-    except csv.Error as exc:
-        raise errors.InvalidToken(f"{name}:{reader.line_num}: not valid CSV: {exc}") from None
-    return records
+    for row in reader:
+        origin = f"{name}:{reader.line_num}"
+        if None in row:
+            raise errors.InvalidToken(f"{origin}: more values than columns in the header")
+        values = {k: v for k, v in row.items() if v is not None}
+        if len(values) < len(header):
+            raise errors.InvalidToken(f"{origin}: fewer values than columns in the header")
+        yield Record(values, origin)
 
 
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
@@ -205,8 +233,9 @@ def parse_grid_option(spec: str) -> tuple[str, list[Any]]:
     return name, out
 
 
-def grid(specs: Iterable[str]) -> list[Record]:
-    """One record per combination of the ``--grid`` values (their product)."""
+def grid(specs: Iterable[str]) -> Iterator[Record]:
+    """One record per combination of the ``--grid`` values (their product),
+    made as they are read; a bad spec is refused at once."""
     axes = [parse_grid_option(spec) for spec in specs]
     names = [name for name, _ in axes]
     duplicates = {n for n in names if names.count(n) > 1}
@@ -218,9 +247,9 @@ def grid(specs: Iterable[str]) -> list[Record]:
     if size > MAX_GRID:
         raise errors.InvalidToken(f"--grid makes {size:,} tokens, more than {MAX_GRID:,}: "
                                   "split the grid over several adds")
-    return [Record(dict(zip(names, combo, strict=True)),
+    return (Record(dict(zip(names, combo, strict=True)),
                    f"--grid point {n} ({_describe(names, combo)})")
-            for n, combo in enumerate(itertools.product(*(v for _, v in axes)), 1)]
+            for n, combo in enumerate(itertools.product(*(v for _, v in axes)), 1))
 
 
 def _describe(names: list[str], values: tuple) -> str:

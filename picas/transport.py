@@ -135,6 +135,14 @@ class Transport:
         vendor = self.server_info().get("vendor") or {}
         return "Apache" in str(vendor.get("name", ""))
 
+    def copy(self) -> Transport:
+        """The same server and credentials on a session of its own, for another
+        thread (a session must not be shared between threads)."""
+        twin = Transport(self.url, self.username, self._password, self.verify,
+                         self.timeout[1], self.timeout[0])
+        twin._server_info = self._server_info
+        return twin
+
     def close(self) -> None:
         """Close the keep-alive connections (reopened on the next request)."""
         if self._session is not None:
@@ -207,30 +215,16 @@ class Transport:
         if not isinstance(body, dict):
             body = {}
         reason = body.get("reason") or body.get("error") or response.reason
-        return error_for(response.status_code, reason, path, self.url, self.username, database)
+        return error_for(response.status_code, reason, path, self.url, self.username, database,
+                         kind=body.get("error"))
 
 
 def error_for(status: int, reason: str, path: list[str], url: str, username: str | None,
-              database: str | None) -> errors.PicasError:
+              database: str | None, kind: str | None = None) -> errors.PicasError:
     """The exception for an HTTP error status from the server at ``url``."""
-    who = f"user '{username}'" if username else "anonymous access"
     db = database or (path[0] if path else "")
-    if status == 401:
-        return errors.AuthenticationFailed(
-            f"{url} rejected {who}: check the username and password "
-            "(PICAS_USERNAME / PICAS_PASSWORD), and that the user may use "
-            f"database '{db}'")
-    if status == 403 and "locked" in str(reason).lower():
-        return errors.AccountLocked(
-            f"{url} has locked out {who} after repeated failed logins "
-            f"({reason}): fix the password, and start nothing with it until the "
-            "lock ends (CouchDB's [chttpd_auth_lockout] lockout_duration, "
-            "5 minutes by default)")
-    if status == 403:
-        return errors.PermissionDenied(
-            f"{who} may not do this on database '{db}' at {url} ({reason}): "
-            "ask a server admin to add the user as a member "
-            f"(picas db create --member NAME)")
+    if status in (401, 403):
+        return _refusal(status, reason, path, url, username, db)
     if status == 404:
         return errors.NotFound(f"not found at {url}: /{'/'.join(path)} ({reason})")
     if status == 409:
@@ -238,12 +232,46 @@ def error_for(status: int, reason: str, path: list[str], url: str, username: str
     if status == 412:
         # CouchDB's answer to creating a database that exists.
         return errors.DatabaseExists(f"conflict on /{'/'.join(path)}: {reason}")
+    if status == 500 and "timeout" in (kind, reason) and "_view" in path:
+        return errors.ViewBuilding(
+            f"{url} timed out on view {'/'.join(path[-3::2])} of database '{db}', "
+            "which it is still indexing: wait for the build (`picas status` shows it) "
+            "and try again")
+    if status == 413:
+        return errors.TooLarge(f"{url} refused /{'/'.join(path)} as too large ({reason}): "
+                               "CouchDB's max_document_size or max_attachment_size")
     if status >= 500:
         return errors.ServerError(
             f"{url} failed with HTTP {status} ({reason}); try again, "
             "and check the server's log if it persists")
     return errors.RequestRejected(
         f"{url} refused the request with HTTP {status}: {reason}")
+
+
+def _refusal(status: int, reason: str, path: list[str], url: str, username: str | None,
+             db: str) -> errors.PicasError:
+    """401 and 403: a login the server rejected, or a user it will not let do this."""
+    who = f"user '{username}'" if username else "anonymous access"
+    if status == 401 and "not a server admin" in str(reason):
+        # CouchDB's answer to a member on an admin-only resource: the login
+        # itself was fine, so this must not stop the transport.
+        return errors.PermissionDenied(f"{who} is not a server admin at {url}: "
+                                       f"/{'/'.join(path)} needs one")
+    if status == 401:
+        return errors.AuthenticationFailed(
+            f"{url} rejected {who}: check the username and password "
+            "(PICAS_USERNAME / PICAS_PASSWORD), and that the user may use "
+            f"database '{db}'")
+    if "locked" in str(reason).lower():
+        return errors.AccountLocked(
+            f"{url} has locked out {who} after repeated failed logins "
+            f"({reason}): fix the password, and start nothing with it until the "
+            "lock ends (CouchDB's [chttpd_auth_lockout] lockout_duration, "
+            "5 minutes by default)")
+    return errors.PermissionDenied(
+        f"{who} may not do this on database '{db}' at {url} ({reason}): "
+        "ask a server admin to add the user as a member "
+        f"(picas db create --member NAME)")
 
 
 def mark_accepted(body: Any) -> None:

@@ -2,7 +2,7 @@
 
 A failed attempt gets a *signature* when its result is written: the last
 lines of its stderr with what differs between runs of the same fault
-(numbers, paths, hex) stripped. The ``Triage`` design document emits it,
+(numbers, paths, hex) stripped. The ``Monitor/errors`` view emits it,
 so grouping 100,000 error tokens reads one reduced view, not the tokens.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def error_groups(db: Database, samples: bool = True) -> list[ErrorGroup]:
 
     One reduced query, plus one single-row query per group for its sample.
     """
-    rows = db.view(designdocs.TRIAGE, "errors", group=True)["rows"]
+    rows = db.view(designdocs.MONITOR, "errors", group=True)["rows"]
     groups: dict[tuple, ErrorGroup] = {}
     for row in rows:
         code, sig, host = row["key"]
@@ -93,7 +93,7 @@ def error_groups(db: Database, samples: bool = True) -> list[ErrorGroup]:
     ordered = sorted(groups.values(), key=lambda g: (-g.count, str(g.exit_code), g.signature))
     if samples:
         for group in ordered:
-            first = db.view(designdocs.TRIAGE, "errors", reduce=False, limit=1,
+            first = db.view(designdocs.MONITOR, "errors", reduce=False, limit=1,
                             **_range(group))["rows"]
             group.sample = first[0]["id"] if first else None
     return ordered
@@ -117,7 +117,7 @@ def find_group(db: Database, wanted: str) -> ErrorGroup | None:
 def reset_group(db: Database, group: ErrorGroup) -> operations.Report:
     """Put every error token of ``group`` back in todo (a person's decision)."""
     ids = list(dict.fromkeys(row["id"] for row in db.iter_view(
-        designdocs.TRIAGE, "errors", reduce=False, **_range(group))))
+        designdocs.MONITOR, "errors", reduce=False, **_range(group))))
     return operations.apply(db, ids, state.reset)
 
 
@@ -133,7 +133,7 @@ SUSPECT_MIN_ATTEMPTS = 5
 def host_attempts(db: Database) -> dict[str, dict[str, int]]:
     """Attempts per host and outcome, from one reduced query."""
     found: dict[str, dict[str, int]] = {}
-    for row in db.view(designdocs.TRIAGE, "attempts_by_host", group=True)["rows"]:
+    for row in db.view(designdocs.MONITOR, "attempts_by_host", group=True)["rows"]:
         host, outcome = row["key"]
         found.setdefault(host or "(unknown)", {})[outcome] = int(row["value"])
     return found

@@ -147,3 +147,20 @@ def pilot_env(couch: CouchServer, db: Database) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture
+def run(couch, db, tmp_path):
+    """``run(*args)``: the picas CLI on the test database, with a private config."""
+    from click.testing import CliRunner
+
+    from picas.cli import cli
+
+    env = {"PICAS_URL": couch.url, "PICAS_DATABASE": db.name,
+           "PICAS_USERNAME": couch.username, "PICAS_PASSWORD": couch.password,
+           "PICAS_CONFIG": str(tmp_path / "conf.yml"), "PICAS_PROFILE": None}
+
+    def invoke(*args: str, input: str | None = None, **extra: str | None):
+        return CliRunner().invoke(cli, list(args), input=input, env={**env, **extra})
+
+    return invoke

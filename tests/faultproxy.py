@@ -12,7 +12,13 @@ single server never does:
   node of three is up (the losers of races land as branches too);
 * ``cut(pattern)``: the request reaches the server, and the connection is
   closed before the answer, as when a network drops mid-request;
-* ``delay``: every answer waits that long.
+* ``delay``: every answer waits that long;
+* ``answer(pattern, status, body)``: requests that match get this answer
+  from the proxy and never reach the server, as CouchDB's answers that the
+  test server cannot give (a view query timing out while the index builds,
+  the index builds in ``_active_tasks``).
+
+``seen`` lists every request's ``METHOD path``.
 """
 from __future__ import annotations
 
@@ -38,6 +44,8 @@ class FaultProxy:
         self.no_quorum = False
         self.delay = 0.0
         self._cuts: list[tuple[re.Pattern, int]] = []
+        self._answers: list[tuple[re.Pattern, int, bytes]] = []
+        self.seen: list[str] = []
         self.stats = {"requests": 0, "accepted": 0, "branches": 0, "cut": 0}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -72,6 +80,19 @@ class FaultProxy:
         with self._lock:
             self._cuts.append((re.compile(pattern), times))
 
+    def answer(self, pattern: str, status: int, body: object) -> None:
+        """Answer every request whose ``METHOD path`` matches with ``status`` and
+        ``body`` (as JSON), without forwarding it."""
+        with self._lock:
+            self._answers.append((re.compile(pattern), status, json.dumps(body).encode()))
+
+    def _canned(self, line: str) -> tuple[int, bytes] | None:
+        with self._lock:
+            for pattern, status, data in self._answers:
+                if pattern.search(line):
+                    return status, data
+        return None
+
     def _should_cut(self, line: str) -> bool:
         with self._lock:
             for i, (pattern, times) in enumerate(self._cuts):
@@ -100,8 +121,14 @@ class FaultProxy:
         body = handler.rfile.read(length) if length else b""
         headers = {k: v for k, v in handler.headers.items()
                    if k.lower() not in ("host", "connection", "accept-encoding")}
+        line = f"{handler.command} {handler.path}"
         with self._lock:
             self.stats["requests"] += 1
+            self.seen.append(line)
+        canned = self._canned(line)
+        if canned is not None:
+            self._reply(handler, canned[0], {"Content-Type": "application/json"}, canned[1])
+            return
         status, out_headers, data = self._send(handler.command, handler.path, headers, body)
         if handler.command in ("PUT", "POST", "DELETE") and (self.split_races or self.no_quorum):
             status, data = self._as_cluster(handler.command, handler.path, headers, body,
@@ -112,6 +139,11 @@ class FaultProxy:
             return
         if self.delay:
             threading.Event().wait(self.delay)
+        self._reply(handler, status, out_headers, data)
+
+    @staticmethod
+    def _reply(handler: BaseHTTPRequestHandler, status: int, out_headers: dict,
+               data: bytes) -> None:
         handler.send_response(status)
         for name, value in out_headers.items():
             if name.lower() not in ("content-length", "connection", "transfer-encoding",

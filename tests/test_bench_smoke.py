@@ -89,3 +89,17 @@ def test_a_run_against_a_server_given_by_url(couch, tmp_path: Path) -> None:
     assert run["drained"] and run["duplicates"] == 0
     assert run["server_cpu_s"] > 0  # the server's process was found by its port
     assert couch.password not in out.read_text()
+
+
+def test_the_scale_case_adds_watches_and_starts_a_pilot_on_a_mostly_done_pool(tmp_path):
+    """The scale part alone (``--reps 0``), scaled down from the 100,000 and 1,000,000
+    tokens of the README's table to what CI can afford."""
+    out = tmp_path / "scale.json"
+    done = subprocess.run([str(ROOT / "bench" / "run"), "--reps", "0", "--scale", "1000",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [scale] = json.loads(out.read_text())["scale"]
+    assert scale["n"] == 1000 and scale["status_todo"] == 100
+    assert scale["new_pilot_succeeded"] == 1 and scale["new_pilot_requests"] > 0
+    assert "a new pilot ran its first token" in done.stdout

@@ -108,7 +108,7 @@ class StaleView:
 
 
 def _todo_answer(db: Database) -> dict:
-    return db.view("Pilot", "todo_by_priority", include_docs=True)
+    return db.view("Monitor", "todo_by_priority", include_docs=True)
 
 
 def _lock_behind_its_back(db: Database, rows: list[dict]) -> dict[str, str]:
@@ -331,6 +331,9 @@ def test_a_pilot_sharing_a_window_reads_it_once():
 
         def changes(self, selector, since, limit, **_):
             return {"results": [row for row in rows if row["seq"] > since][:limit]}
+
+        def find(self, doc_id):
+            return None  # no frontier published
 
     alone, sharing = claim.ChangesSource(), _contested_source()
     for source in (alone, sharing):

@@ -232,6 +232,7 @@ def fake_client():
     (400, errors.RequestRejected, "HTTP 400"),
     (403, errors.PermissionDenied, "member"),
     (412, errors.Conflict, "conflict"),
+    (413, errors.TooLarge, "too large"),
 ])
 def test_http_statuses_become_errors(fake_client, status, cls, words):
     client, mock = fake_client

@@ -162,6 +162,30 @@ def check_the_demo_database(output: str, admin: config.Settings,
     assert rows
 
 
+@pytest.mark.parametrize("marker, check", [
+    ("## Python functions as tokens", lambda said: re.search(
+        r"^state\s+done$", said["picas tokens show hypot"], re.M)
+        and re.search(r"^output\s+5(\.0)?$", said["picas tokens show hypot"], re.M)),
+    ("## Data in and out", lambda said: said["picas logs sorted --name sorted.txt"]
+        == "apple\npear\n"),
+])
+def test_the_function_and_data_examples_run_as_written(couch, db, tmp_path, marker, check):
+    """Each line of the example in a shell of its own, on a new database."""
+    env = {**os.environ, "PICAS_URL": couch.url, "PICAS_DATABASE": db.name,
+           "PICAS_USERNAME": couch.username, "PICAS_PASSWORD": couch.password,
+           "PICAS_CONFIG": str(tmp_path / "none.yml"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    said = {}
+    lines = block_after(marker)
+    assert any(line.startswith("picas pilot") for line in lines)
+    for line in lines:
+        ran = subprocess.run(["bash", "-c", line], env=env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+        assert ran.returncode == 0, (line, ran.stdout, ran.stderr)
+        said[line] = ran.stdout
+    assert check(said), said
+
+
 def test_the_suite_runs_against_an_external_server(couch):
     """PICAS_TEST_COUCHDB_URL, as the README shows it, pointed at our server."""
     env = {**os.environ, "PICAS_TEST_COUCHDB_URL": couch.admin_url}

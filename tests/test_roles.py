@@ -109,8 +109,8 @@ def test_a_member_is_told_that_db_create_and_views_push_need_an_admin(couch, db,
                                                                       tmp_path):
     env = environment(couch, db, tmp_path, users["member"])
     name = users["member"][0]
-    pilot_views = db.get("_design/Pilot")
-    db.delete(pilot_views["_id"], pilot_views["_rev"])
+    views = db.get("_design/Monitor")
+    db.delete(views["_id"], views["_rev"])
     create = picas(env, "db", "create")
     assert f"needs a server admin, and user '{name}' is not one" in \
         refused_in_one_line(create.stderr, create.exit_code)

@@ -114,7 +114,7 @@ def test_views_give_rows_with_id_key_and_value(client):
     rows = client.view("todo").rows
     assert [(r.id, r.key, r.value) for r in rows] == [(f"t{i}", f"t{i}", f"t{i}") for i in range(3)]
     assert all(r.doc is None for r in rows)
-    with_docs = client.view("todo_by_priority", design_doc="Pilot", include_docs=True)
+    with_docs = client.view("todo_by_priority", design_doc="Monitor", include_docs=True)
     assert len(with_docs) == 3 and {r.doc["_id"] for r in with_docs} == {"t0", "t1", "t2"}
     assert with_docs.total_rows == 3
 
@@ -133,7 +133,7 @@ def test_get_single_from_view(client):
     assert eventually(lambda: getattr(client.get_single_from_view("todo"), "id", None), "t0")
     picks = {client.get_single_from_view("todo", window_size=2).id for _ in range(40)}
     assert picks <= {"t0", "t1"}
-    assert client.get_single_from_view("todo_by_priority", design_doc="Pilot") is not None
+    assert client.get_single_from_view("todo_by_priority", design_doc="Monitor") is not None
 
 
 def test_save_sets_the_revision_and_conflicts_on_a_stale_one(client):
@@ -223,7 +223,7 @@ def test_is_view_nonempty(client):
     assert client.is_view_nonempty("todo") is False
     _save_tokens(client, 1)
     eventually(lambda: client.is_view_nonempty("todo"), True)
-    assert client.is_view_nonempty("todo_by_priority", design_doc="Pilot") is True
+    assert client.is_view_nonempty("todo_by_priority", design_doc="Monitor") is True
     assert client.is_view_nonempty("locked") is False
     assert client.is_view_nonempty("no_such_view") is False
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .. import __version__, config
+from .. import __version__, config, indexing
 from ..errors import DatabaseNotFound, PicasError
 from .common import App, CliError, setup_logging
 
@@ -46,7 +46,9 @@ class PicasGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            _say_if_stale(ctx.obj)
+            return result
         except DatabaseNotFound as exc:
             raise CliError(f"{exc}{_defaults_note(ctx.obj)}") from None
         except PicasError as exc:
@@ -56,6 +58,14 @@ class PicasGroup(click.Group):
                 raise
             raise CliError(f"cannot read or write {exc.filename}: "
                            f"{exc.strerror or type(exc).__name__}") from None
+
+
+def _say_if_stale(app: App | None) -> None:
+    """Views read while their index was being built gave what they had: say so."""
+    for db in app.opened if app is not None else []:
+        note = indexing.note(db, None)
+        if note:
+            click.echo(f"warning: {note}", err=True)
 
 
 def _defaults_note(app: App | None) -> str:

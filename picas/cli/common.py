@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,13 @@ class App:
         return config.load(self.config_path, self.profile, **{**self.flags(), **{
             k: v for k, v in overrides.items() if v is not None}})
 
+    #: databases this command opened, to say afterwards when views were read stale
+    opened: list[Database] = field(default_factory=list)
+
     def open_database(self, **overrides: Any) -> Database:
-        return self.settings(**overrides).open_database()
+        db = self.settings(**overrides).open_database()
+        self.opened.append(db)
+        return db
 
 
 pass_app = click.make_pass_decorator(App, ensure=True)

@@ -3,24 +3,30 @@ from __future__ import annotations
 
 import click
 
-from .. import designdocs, errors, security
+from .. import designdocs, errors, security, storage
 from ..database import Database
 from .common import App, CliError, echo_json, pass_app
 
 
 @click.group("db")
 def db_group() -> None:
-    """Create the database.
+    """Create the database; see and shrink its size on disk.
 
     \b
-    Example:
+    Examples:
       picas -u admin db create --member alice
+      picas db size
+      picas -u admin db compact
     """
 
 
 def _report_views(reports: dict[str, designdocs.PushReport]) -> list[str]:
     lines = []
     for design, report in reports.items():
+        if report.removed:
+            lines.append(f"views {design}: retired design document removed (its views "
+                         f"are in {designdocs.MONITOR} now)")
+            continue
         parts = [f"{len(report.added)} added", f"{len(report.changed)} changed",
                  f"{len(report.unchanged)} unchanged"]
         names = [f"+{v}" for v in report.added] + [f"~{v}" for v in report.changed]
@@ -30,8 +36,8 @@ def _report_views(reports: dict[str, designdocs.PushReport]) -> list[str]:
 
 
 def _views_json(reports: dict[str, designdocs.PushReport]) -> dict:
-    return {design: {"added": r.added, "changed": r.changed, "unchanged": r.unchanged}
-            for design, r in reports.items()}
+    return {design: {"added": r.added, "changed": r.changed, "unchanged": r.unchanged,
+                     "removed": r.removed} for design, r in reports.items()}
 
 
 @db_group.command("create")
@@ -157,6 +163,43 @@ def push(app: App, as_json: bool) -> None:
         return
     for line in _report_views(reports):
         click.echo(line)
+
+
+@db_group.command("size")
+@click.option("--json", "as_json", is_flag=True, help="Print the sizes as JSON.")
+@pass_app
+def size(app: App, as_json: bool) -> None:
+    """Show the database's size on disk, its live data, and bytes per document.
+
+    The file holds every old revision until compaction: `picas db compact`.
+    """
+    db = app.open_database()
+    found = storage.sizes(db)
+    if as_json:
+        echo_json(found)
+        return
+    per_doc = found["bytes_per_document"]
+    click.echo(f"database '{db.name}': {found['documents']:,} documents, "
+               f"{_mib(found['file_bytes'])} on disk, {_mib(found['active_bytes'])} live"
+               + (f", {per_doc:,} bytes per document on disk" if per_doc else ""))
+
+
+def _mib(count: int) -> str:
+    return f"{count / 2 ** 20:,.1f} MiB"
+
+
+@db_group.command("compact")
+@pass_app
+def compact(app: App) -> None:
+    """Start compacting the database and its views (needs a database admin).
+
+    Compaction drops old revisions: after a drain, most of the file. It runs
+    in the server; `picas db size` shows the result once it is done
+    (CouchDB also compacts on its own, by its [smoosh] settings).
+    """
+    db = app.open_database()
+    started = storage.compact(db)
+    click.echo(f"compaction started on database '{db.name}': {', '.join(started)}")
 
 
 COMMANDS = [db_group, views_group]

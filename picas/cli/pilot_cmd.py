@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .. import conflicts, dependencies, lease, pilot, results, slurm
+from .. import conflicts, dependencies, lease, pilot, results, slurm, staging
 from ..state import Holder
 from .common import App, pass_app, plural
 
@@ -57,7 +57,7 @@ class BatchSize(click.ParamType):
 @click.option("--view", default=None,
               help="Claim from this view instead of the changes feed, e.g. todo_by_priority "
                    "for strict priority order.")
-@click.option("--design-doc", default="Pilot", show_default=True,
+@click.option("--design-doc", default="Monitor", show_default=True,
               help="Design document of --view.")
 @click.option("--tag", help="Claim only tokens with this tag.")
 @click.option("--end-time", type=float, metavar="EPOCH",
@@ -75,6 +75,13 @@ class BatchSize(click.ParamType):
               metavar="BYTES", help="Keep at most the last BYTES of stdout and of stderr.")
 @click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
               metavar="SECONDS", help="Time between SIGTERM and SIGKILL when a command must stop.")
+@click.option("--max-token-size", type=click.IntRange(min=1024),
+              default=staging.DEFAULT_MAX_TOKEN_SIZE, show_default=True, metavar="BYTES",
+              help="The most a token may hold, fields and attachments together: declared "
+                   "outputs that would take it past this are left out, and the token says so.")
+@click.option("--max-attachment-size", type=click.IntRange(min=1),
+              default=staging.DEFAULT_MAX_ATTACHMENT_SIZE, show_default=True, metavar="BYTES",
+              help="The largest output file to attach: the server's max_attachment_size.")
 @click.option("--black-hole", type=click.IntRange(min=0), default=pilot.DEFAULT_BLACK_HOLE,
               show_default=True, metavar="K",
               help="Stop (exit code 4) after K failures in a row of different tokens that "
@@ -90,13 +97,18 @@ def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
                   endless: bool, view: str | None, design_doc: str, tag: str | None,
                   end_time: float | None,
                   margin: float, max_attempts: int | None, workdir: Path | None,
-                  spool: Path | None, log_cap: int, grace: float, black_hole: int,
-                  host: str | None, as_json: bool) -> None:
+                  spool: Path | None, log_cap: int, grace: float, max_token_size: int,
+                  max_attachment_size: int, black_hole: int, host: str | None,
+                  as_json: bool) -> None:
     """Run tokens until there are none left (or a limit is reached).
 
     Each token's `command` runs in a fresh folder, with the token's `env`:
-    a string runs through the shell, a list runs directly. stdout and
-    stderr are attached to the token, and every attempt is recorded.
+    a string runs through the shell, a list runs directly. A token with a
+    `function` instead runs that Python function in a child process, and
+    its return value becomes the token's `output`. The token's attachments
+    and `inputs` are put in the folder first; after a successful run the
+    files matching its `outputs` are attached. stdout and stderr are
+    attached to the token, and every attempt is recorded.
 
     A failed token goes back to todo until its max_attempts are used up.
     If this pilot is killed, its tokens come back to todo when their lease
@@ -118,7 +130,8 @@ def pilot_command(app: App, max_tasks: int | None, max_time: float | None,
         lease=lease or settings.lease, batch=batch, endless=endless, view=view,
         design_doc=design_doc, tag=tag, end_time=end_time, margin=margin,
         default_max_attempts=max_attempts or settings.max_attempts,
-        log_cap=log_cap, grace=grace, spool=spool, black_hole=black_hole or None)
+        log_cap=log_cap, grace=grace, spool=spool, black_hole=black_hole or None,
+        max_token_size=max_token_size, max_attachment_size=max_attachment_size)
     if workdir:
         options = dataclasses.replace(options, workdir=workdir)
     started = time.monotonic()

@@ -22,15 +22,24 @@ def progress_bar(finished: int, total: int, width: int = BAR_WIDTH) -> str:
             f"{finished}/{total} finished")
 
 
-def render(summary: dict, with_bar: bool = False) -> str:
-    """The human-readable status."""
-    lines = [f"database '{summary['database']}' at {summary['url']}"]
+def _state_lines(summary: dict) -> list[str]:
+    """A line per state; the waiting one says how many are blocked."""
+    lines = []
     for name in (s.value for s in TokenState):
         line = f"  {name:<10} {summary[name]:>8}"
         if name == TokenState.WAITING.value and summary.get("blocked"):
             line += (f"  ({summary['blocked']} blocked: a token they wait for is in error or "
                      "cancelled)")
         lines.append(line)
+    return lines
+
+
+def render(summary: dict, with_bar: bool = False) -> str:
+    """The human-readable status."""
+    lines = [f"database '{summary['database']}' at {summary['url']}"]
+    if summary.get("views_note"):
+        lines.append(summary["views_note"])
+    lines.extend(_state_lines(summary))
     lines.append(f"  {'total':<10} {summary['total']:>8}")
     if summary.get("conflicts") or summary.get("in_doubt"):
         lines.append(f"needs `picas recover`: {summary['conflicts']} with conflicting branches, "
@@ -107,6 +116,7 @@ def status_command(app: App, as_json: bool, watch: bool, interval: float, until_
             echo_json(summary)
         else:
             click.echo(render(summary))
+        db.lagging.clear()  # said above
         return
     tty = not as_json and sys.stdout.isatty()
     first = True

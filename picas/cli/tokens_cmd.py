@@ -1,6 +1,7 @@
 """`picas tokens ...`, `picas logs` and `picas export`: creating and managing tokens."""
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import sys
@@ -11,7 +12,20 @@ from typing import Any
 
 import click
 
-from .. import adding, designdocs, errors, injector, operations, shaping, shutdown, sources, state
+from .. import (
+    adding,
+    dependencies,
+    designdocs,
+    errors,
+    indexing,
+    injector,
+    operations,
+    shaping,
+    shutdown,
+    sources,
+    state,
+    storage,
+)
 from ..database import Database
 from .common import App, CliError, confirm, duration, echo_json, pass_app, plural, shorten, table
 
@@ -111,8 +125,9 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
     """Add tokens from files, a parameter grid, or the files in a directory.
 
     FILE can be JSON (an array), JSONL, YAML (a list) or CSV (with a header
-    row). Keys other than command, env, priority, tags, max_attempts,
-    expected_runtime, input, _id and after go into the token's input. Every
+    row). Keys other than command (or function, with args and kwargs),
+    env, priority, tags, max_attempts, expected_runtime, files, inputs,
+    outputs, stdin, input, _id and after go into the token's input. Every
     token is checked before any is written, so a bad line adds nothing. Ids
     come from the content, so adding the same input twice adds nothing new.
     A token with "after": [ids] waits until those tokens are done; unknown
@@ -135,23 +150,46 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
         assert from_dir is not None  # checked above: --watch needs --from-dir
         _watch(app, files, from_dir, pattern or "*", how, interval, max_time, batch, as_json)
         return
+    def records() -> Iterator[sources.Record]:
+        return _read_records(files, grids, from_dir, pattern)
+
+    edges: dict[str, list[str]] = {}
     try:
-        new = shaping.build(_read_records(files, grids, from_dir, pattern), how)
+        total = shaping.check(records(), how, edges)
     except errors.InvalidToken as exc:
         raise errors.InvalidToken(f"{exc}\nnothing was added") from None
     if dry_run:
-        _show_dry_run(new, as_json)
+        _show_dry_run(shaping.stream(records(), how), total, as_json)
         return
     db = app.open_database()
-    if not new:
+    if not total:
         click.echo("nothing to add: the input holds no tokens", err=True)
         return
-    report = _add_with_progress(db, new, batch)
+    plan = None
+    if edges:
+        plan = dependencies.plan(db, edges,
+                                 lambda: (t["_id"] for t in shaping.stream(records(), how)))
+    report = _add_with_progress(db, shaping.stream(records(), how), total, batch, plan)
+    if report.added:
+        indexing.start(db)
     if as_json:
         echo_json({**report.as_dict(), "database": db.name})
     else:
         click.echo(_add_summary(report, db))
+    _fail_if_stopped(report, total)
     _fail_if_failed(report, db)
+
+
+def _fail_if_stopped(report: adding.AddReport, total: int) -> None:
+    """A failed request stops the add: say what was written, and how to finish."""
+    cause = report.stopped_by
+    if cause is None:
+        return
+    if not (report.added or report.existing):
+        raise cause
+    raise CliError(f"stopped after {report.added + report.existing:,} of {total:,} tokens "
+                   f"were added or found: {cause}\nrun the same command again to add the "
+                   "rest (tokens already there are recognised by their ids)")
 
 
 def _check_add_options(files: tuple[Path, ...], grids: tuple[str, ...],
@@ -172,34 +210,50 @@ def _check_add_options(files: tuple[Path, ...], grids: tuple[str, ...],
 
 
 def _read_records(files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Path | None,
-                  pattern: str | None) -> list[sources.Record]:
+                  pattern: str | None) -> Iterator[sources.Record]:
+    """The input's records, read as they are used (the input is read twice: once
+    to check every token, once to add them)."""
     if grids:
-        return sources.grid(grids)
-    records: list[sources.Record] = []
-    for path in files:
-        records.extend(sources.read_file(path))
-    if from_dir:
-        records.extend(sources.scan_dir(from_dir, pattern or "*"))
-    return records
-
-
-def _add_with_progress(db: Database, new: list[dict], batch: int) -> adding.AddReport:
-    if len(new) < PROGRESS_FROM:
-        return adding.add(db, new, batch)
-    with click.progressbar(length=len(new), label="adding tokens",
-                           file=sys.stderr) as bar:
-        return adding.add(db, new, batch, progress=bar.update)
-
-
-def _show_dry_run(new: list[dict], as_json: bool) -> None:
-    if as_json:
-        echo_json(new)
+        yield from sources.grid(grids)
         return
-    click.echo(f"would add {plural(len(new), 'token')} (dry run: nothing was written)")
-    for token in new[:5]:
+    for path in files:
+        yield from sources.stream_file(path)
+    if from_dir:
+        yield from sources.scan_dir(from_dir, pattern or "*")
+
+
+def _add_with_progress(db: Database, new: Iterator[dict], total: int, batch: int,
+                       plan: dependencies.Plan | None) -> adding.AddReport:
+    if total < PROGRESS_FROM:
+        return adding.add(db, new, batch, plan=plan)
+    started = time.monotonic()
+    done = [0]
+
+    def rate(_: object) -> str:
+        elapsed = time.monotonic() - started
+        return f"{done[0] / elapsed:,.0f} tokens/s" if elapsed > 0 and done[0] else ""
+
+    def step(count: int) -> None:
+        done[0] += count
+        bar.update(count)
+
+    with click.progressbar(length=total, label=f"adding {total:,} tokens", file=sys.stderr,
+                           item_show_func=rate, show_pos=True) as bar:
+        return adding.add(db, new, batch, progress=step, plan=plan)
+
+
+def _show_dry_run(new: Iterator[dict], total: int, as_json: bool) -> None:
+    if as_json:
+        click.echo("[", nl=False)
+        for n, token in enumerate(new):
+            click.echo(("," if n else "") + json.dumps(token, sort_keys=True), nl=False)
+        click.echo("]")
+        return
+    click.echo(f"would add {plural(total, 'token')} (dry run: nothing was written)")
+    for token in itertools.islice(new, 5):
         click.echo(f"  {token['_id']}  {shorten(_command_text(token), 70)}")
-    if len(new) > 5:
-        click.echo(f"  ... and {len(new) - 5} more")
+    if total > 5:
+        click.echo(f"  ... and {total - 5} more")
 
 
 def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
@@ -230,6 +284,8 @@ def _watch(app: App, files: tuple[Path, ...], directory: Path, pattern: str,
 
 def _command_text(token: dict) -> str:
     command = token.get("command")
+    if command is None and isinstance(token.get("function"), str):
+        return f"{token['function']}(...)"
     if isinstance(command, list):
         return " ".join(command)
     return "" if command is None else str(command)
@@ -309,18 +365,29 @@ def _format_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _show(doc: dict) -> str:
-    current = state.classify(doc)
-    lines = [f"id           {doc['_id']}",
-             f"state        {current.value if current else 'not a token'}"]
-    for key in ("command", "input", "env", "priority", "tags", "max_attempts",
-                "expected_runtime", "exit_code", "hostname", "scrub_count", "output",
+def _field_lines(doc: dict) -> list[str]:
+    """The fields that say what a token runs, waits for and left out."""
+    lines = []
+    for key in ("command", "function", "args", "kwargs", "input", "inputs", "stdin",
+                "outputs", "env", "priority", "tags", "max_attempts", "expected_runtime",
+                "exit_code", "hostname", "scrub_count", "output",
                 "after", "waiting_for", "blocked_by", "dependents", "gate"):
         if doc.get(key) not in (None, "", {}, []):
             lines.append(f"{key:<12} {_format_value(doc[key])}")
     if doc.get("blocked_by"):
         lines.append("blocked      a token it waits for is in error or cancelled: reset it "
                      "(`picas tokens reset ID`) to let this one go on once it is done")
+    for item in doc.get("outputs_skipped") or []:
+        lines.append(f"left out     {item.get('name')} ({item.get('size', '?')} bytes): "
+                     f"{item.get('reason')}")
+    return lines
+
+
+def _show(doc: dict) -> str:
+    current = state.classify(doc)
+    lines = [f"id           {doc['_id']}",
+             f"state        {current.value if current else 'not a token'}"]
+    lines.extend(_field_lines(doc))
     lease = doc.get("lease")
     if lease:
         expires = lease.get("expires")
@@ -572,6 +639,49 @@ def export(app: App, views: tuple[str, ...], tag: str | None, output: Path | Non
             count += 1
     if output:
         click.echo(f"exported {plural(count, 'token')} to {output}", err=True)
+
+
+@tokens_group.command("purge")
+@click.option("--view", "views", multiple=True, type=click.Choice(["done", "error", "cancelled"]),
+              default=("done",), show_default=True,
+              help="Finished tokens in this state (repeatable).")
+@click.option("--tag", help="Only tokens with this tag.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="JSON Lines file to write them to (appended to when it exists).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_app
+def purge(app: App, views: tuple[str, ...], tag: str | None, output: Path, yes: bool,
+          as_json: bool) -> None:
+    """Move finished tokens out of the database into a file.
+
+    Each token, attachments (logs) included, is written to the file and the
+    file synced to disk before the token is removed; a token that changes
+    meanwhile stays. Apache CouchDB purges them (needs a database admin);
+    other servers get deletions. Keeps a pool of millions small: see
+    "Millions of tokens" in the README.
+
+    \b
+    Examples:
+      picas tokens purge --view done -o done-2026-12.jsonl
+      picas tokens purge --view done --view error --tag run1 -o run1.jsonl --yes
+    """
+    db = app.open_database()
+    ids = operations.select(db, (), views, tag)
+    if not ids:
+        click.echo("no tokens selected: nothing to purge")
+        return
+    confirm(f"move {plural(len(ids), 'token')} from database '{db.name}' to {output}?", yes)
+    with output.open("a", encoding="utf-8") as out, \
+            click.progressbar(length=len(ids), label="purging", file=sys.stderr) as bar:
+        report = storage.purge(db, ids, out, progress=bar.update)
+    if as_json:
+        echo_json({"written": report.written, "removed": report.removed,
+                   "changed": report.changed, "output": str(output)})
+    else:
+        kept = f"; {len(report.changed)} changed meanwhile and stayed" if report.changed else ""
+        click.echo(f"wrote {plural(report.written, 'token')} to {output} and removed "
+                   f"{report.removed} from database '{db.name}'{kept}")
 
 
 COMMANDS = [tokens_group, logs, export]
