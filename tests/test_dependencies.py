@@ -11,8 +11,10 @@ from click.testing import CliRunner, Result
 from pilots import run_pilot, states
 from support import eventually
 
-from picas import claim, dependencies, errors, operations, results, state
+from picas import adding, claim, dependencies, errors, operations, results, shaping, state
 from picas.cli import cli
+from picas.shaping import Shape
+from picas.sources import Record
 from picas.state import Holder, Outcome, TokenState
 
 
@@ -129,6 +131,40 @@ def test_after_for_a_batch_and_on_tokens_already_there(db, run, tmp_path):
     assert len(db.get("later")["dependents"]) == 2
     waiting = [row["doc"] for row in db.view("Monitor", "waiting", include_docs=True)["rows"]]
     assert all(doc["waiting_for"] == ["later"] for doc in waiting)
+
+
+def test_check_keeps_the_after_of_the_tokens_that_have_one_only():
+    records = [Record({"_id": f"plain{i}", "command": "true"}, f"r:{i}") for i in range(50)]
+    records.append(Record({"_id": "last", "command": "true", "after": ["plain0", "plain7"]},
+                          "r:last"))
+    edges: dict[str, list[str]] = {}
+    assert shaping.check(records, Shape(), edges) == 51
+    assert edges == {"last": ["plain0", "plain7"]}
+
+
+def test_a_streamed_add_releases_a_token_whose_parent_ended_before_it_was_written(db):
+    """Write order does not matter: settle reads the parents again at the end."""
+    records = [Record({"_id": "parent", "command": "true"}, "r:1"),
+               Record({"_id": "child", "command": "true", "after": ["parent"]}, "r:2")]
+    edges: dict[str, list[str]] = {}
+    shaping.check(records, Shape(), edges)
+    plan = dependencies.plan(db, edges, lambda: (t["_id"] for t in shaping.stream(records)))
+    assert plan.dependents == {"parent": ["child"]} and plan.gates == []
+
+    def tokens():
+        for token in shaping.stream(records):
+            if token["_id"] == "child":  # the parent runs to its end before the child exists
+                eventually(lambda: "error" not in db.all_docs(keys=["parent"])["rows"][0], True)
+                locked = state.lock(db.get("parent"), Holder("p", "h"), 60)
+                db.put(locked)
+                db.put(state.finish(locked, state.new_attempt(locked, Outcome.SUCCEEDED,
+                                                              exit_code=0)))
+            yield token
+
+    report = adding.add(db, tokens(), batch=1, plan=plan)
+    assert report.added == 2
+    assert state.classify(db.get("child")) is TokenState.TODO
+    assert db.get("parent")["dependents"] == ["child"]
 
 
 # -- releasing ----------------------------------------------------------------------
