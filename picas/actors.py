@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import errors, executers, lease, shutdown, state
+from . import dependencies, errors, executers, lease, shutdown, state
 from .documents import Task
 from .errors import PicasError
 from .iterators import EndlessViewIterator, TaskViewIterator, ViewIterator
@@ -139,6 +139,7 @@ class AbstractRunActor:
 
         doc = update(self.db.database, task.id, record, first=latest)
         assert doc is not None  # record always writes
+        dependencies.tell(self.db.database, [doc])
         task.value.clear()
         task.value.update(doc)
 

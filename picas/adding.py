@@ -4,6 +4,12 @@ A conflict means the id exists already: for a content-hash id that is the
 same token, so it counts as existing rather than failed. Tokens are taken
 from an iterator and written as they come, two requests in flight, so a
 million tokens cost the memory of a few batches.
+
+Tokens that wait for others (``after``) get their ``waiting_for`` and
+their parents' ``dependents`` from a :class:`picas.dependencies.Plan` as
+they pass, and gates are written after them; once everything is written,
+:func:`picas.dependencies.settle` tells the waiting tokens of parents that
+ended meanwhile.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import errors
+from . import dependencies, errors
 from . import pool as pool_settings
 from .database import Database
 from .shaping import token_id
@@ -34,6 +40,8 @@ class AddReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     #: tokens given more than once in the same batch of input (added once)
     duplicates: int = 0
+    #: gates added for tokens that wait for many others (see picas.dependencies)
+    gates: int = 0
     #: what stopped the add before the end (the server went away, say): the
     #: counts above say what was written until then
     stopped_by: errors.PicasError | None = None
@@ -43,9 +51,11 @@ class AddReport:
         self.existing += other.existing
         self.failed.extend(other.failed)
         self.duplicates += other.duplicates
+        self.gates += other.gates
 
     def as_dict(self) -> dict:
         return {"added": self.added, "existing": self.existing, "duplicates": self.duplicates,
+                "gates": self.gates,
                 "failed": [{"id": i, "reason": r} for i, r in self.failed],
                 "stopped_by": None if self.stopped_by is None else str(self.stopped_by)}
 
@@ -74,7 +84,8 @@ def _chunks(tokens: Iterable[Token], batch: int) -> Iterator[tuple[list[Token], 
 
 
 def add(db: Database, tokens: Iterable[Token], batch: int = DEFAULT_BATCH,
-        progress: Callable[[int], None] | None = None, writers: int = WRITERS) -> AddReport:
+        progress: Callable[[int], None] | None = None, writers: int = WRITERS,
+        plan: dependencies.Plan | None = None) -> AddReport:
     """Write new tokens with ``_bulk_docs``, ``batch`` at a time, as they come.
 
     A conflict means the id exists: for a content-hash id that is the same
@@ -87,11 +98,19 @@ def add(db: Database, tokens: Iterable[Token], batch: int = DEFAULT_BATCH,
     token was written raises its error; one that fails later stops the add:
     :attr:`AddReport.stopped_by` says why, the counts what was written, and
     adding the same tokens again finishes the job.
+
+    Tokens with ``after`` follow ``plan`` (from :func:`picas.dependencies.plan`);
+    for a list of tokens, add makes the plan itself. A token ``after`` one
+    that is neither given nor in the database adds nothing
+    (:class:`errors.InvalidToken`).
     """
+    if plan is None and isinstance(tokens, list):
+        plan = _plan(db, tokens)
     report = AddReport()
     priorities = False
+    fitted = tokens if plan is None else _fitted(tokens, plan)
     with _Writers(db, writers, report, progress) as out:
-        for chunk, repeats in _chunks(tokens, batch):
+        for chunk, repeats in _chunks(fitted, batch):
             report.duplicates += repeats
             if not priorities and any(_has_priority(token) for token in chunk):
                 # Before these tokens exist, so that no pilot takes them out of order.
@@ -101,7 +120,23 @@ def add(db: Database, tokens: Iterable[Token], batch: int = DEFAULT_BATCH,
                 break
     if report.stopped_by is not None and not (report.added or report.existing):
         raise report.stopped_by  # nothing written: the error says it all
+    if plan is not None and report.stopped_by is None:
+        dependencies.settle(db, plan)
     return report
+
+
+def _plan(db: Database, tokens: list[Token]) -> dependencies.Plan | None:
+    after = {t["_id"]: list(t["after"]) for t in tokens if t.get("after")}
+    if not after:
+        return None
+    return dependencies.plan(db, after, lambda: (t["_id"] for t in tokens))
+
+
+def _fitted(tokens: Iterable[Token], plan: dependencies.Plan) -> Iterator[Token]:
+    """The tokens as ``plan`` has them, then its gates."""
+    for token in tokens:
+        yield plan.fit(token)
+    yield from plan.gates
 
 
 class _Writers:
@@ -163,7 +198,9 @@ class _Writers:
 def _add_chunk(db: Database, chunk: list[Token], report: AddReport) -> None:
     given_ids = []
     for doc, result in zip(chunk, db.bulk_docs(chunk), strict=True):
-        if "error" not in result:
+        if doc.get("gate"):  # not the caller's: counted apart, and there already is fine
+            report.gates += "error" not in result
+        elif "error" not in result:
             report.added += 1
         elif result["error"] != "conflict":
             report.failed.append((doc["_id"], result.get("reason") or result["error"]))

@@ -46,9 +46,10 @@ SHARE = 4
 #: Seconds that a lost race makes a pilot pick its tokens by hash (see _preferred).
 CONTESTED_FOR = 60.0
 #: What a pilot reads of the changes feed on Apache CouchDB: tokens not
-#: finished (todo, locked, held). Late in a drain, most of the feed is
-#: finished tokens that every pilot would read; filtered on the server they
-#: cost it 2.5 times less (measured on CouchDB 3.5), and the pilot nothing.
+#: finished (todo, locked, held; not waiting, whose ``done`` is -2). Late in
+#: a drain, most of the feed is finished tokens that every pilot would read;
+#: filtered on the server they cost it 2.5 times less (measured on CouchDB
+#: 3.5), and the pilot nothing.
 UNFINISHED = {"type": "token", "done": {"$in": [0, "0", ""]}}
 #: Seconds between a pilot's updates of the pool's frontier (picas.frontier).
 PUBLISH_EVERY = 30.0

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from . import conflicts, designdocs, errors, state
+from . import conflicts, dependencies, designdocs, errors, state
 from .database import Database, confirmed
 from .token import Token
 
@@ -39,6 +39,8 @@ def recover_expired(db: Database, now: float | None = None, limit: int = 500) ->
         if current is not None and state.lease_expired(current, now):
             expired.append(state.expire(current, now=now))
     results = db.bulk_docs(expired)
+    # Out of retries, some went to error: the tokens waiting for them say so.
+    dependencies.tell(db, [doc for doc, r in zip(expired, results, strict=True) if confirmed(r)])
     recovered = sum(1 for r in results if confirmed(r))
     if recovered:
         log.info("recovered %d token(s) whose lease had expired", recovered)

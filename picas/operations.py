@@ -5,6 +5,9 @@ goes through a transition of :mod:`picas.state` and is written back in
 ``_bulk_docs`` batches with its ``_rev``. A token that changed meanwhile
 (a pilot claimed it) is re-read and tried again, a few times; a token in
 a state the transition does not accept is skipped, not forced.
+
+Tokens waiting for a changed token hear of its new state: a cancelled
+parent blocks them, a reset one unblocks them (:mod:`picas.dependencies`).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from . import designdocs, errors, state
+from . import dependencies, designdocs, errors, state
 from .database import Database
 from .state import TokenState
 from .token import Token
@@ -25,6 +28,8 @@ Transition = Callable[[Token], Token]
 STATE_VIEWS = tuple(s.value for s in TokenState)
 DEFAULT_BATCH = 500
 DEFAULT_RETRIES = 3
+#: The new states of a parent that its waiting dependents hear of.
+TOLD = (TokenState.DONE, TokenState.ERROR, TokenState.CANCELLED, TokenState.TODO)
 
 
 def delete(doc: Token) -> Token:
@@ -113,6 +118,7 @@ def apply(db: Database, ids: list[str], transition: Transition, *,
     for start in range(0, len(ids), batch):
         chunk = ids[start:start + batch]
         answered, pending = update_many(db, chunk, change, tries=retries + 1)
+        _tell(db, [doc for doc, result in answered if "error" not in result])
         for doc, result in answered:
             if "error" in result:
                 report.failed.append((doc["_id"], result.get("reason") or result["error"]))
@@ -127,3 +133,12 @@ def apply(db: Database, ids: list[str], transition: Transition, *,
             progress(len(chunk))
     return report
 
+
+
+def _tell(db: Database, written: list[Token]) -> None:
+    """Pass the new states on to waiting dependents; a reset token that waits
+    again (it was cancelled while waiting) looks at its parents afresh."""
+    dependencies.tell(db, written, TOLD)
+    again = [doc["_id"] for doc in written if state.classify(doc) is TokenState.WAITING]
+    if again:
+        dependencies.recheck(db, again)

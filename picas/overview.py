@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import indexing, triage
+from . import dependencies, indexing, triage
 from .database import Database
 from .designdocs import MONITOR
 from .errors import ViewNotFound
@@ -145,6 +145,7 @@ def summary(db: Database, running_limit: int = RUNNING_LIMIT,
     # (a pilot that meets a todo token with branches resolves it anyway).
     result.update(needs_recovery(db) if result["total"] > result["todo"]
                   else {"conflicts": 0, "in_doubt": 0})
+    result["blocked"] = dependencies.blocked(db) if result["waiting"] else 0
     sample = running(db, max(running_limit, RUNNING_LIMIT), now) if result["locked"] else []
     result["running"] = sample[:running_limit]
     result["errors_by_exit_code"] = errors_by_exit_code(db) if result["error"] else {}
@@ -153,7 +154,9 @@ def summary(db: Database, running_limit: int = RUNNING_LIMIT,
     # view first indexes every change since its last read: over a minute at 100,000 tokens.
     per_minute = rate(db, rate_window, now) if result["done"] or result["error"] else 0.0
     result["rate"] = round(per_minute, 3)
-    seconds, basis = eta(result["todo"], result["locked"], sample, per_minute)
+    # Waiting tokens that nothing blocks run once their parents are done.
+    ahead = result["todo"] + result["waiting"] - result["blocked"]
+    seconds, basis = eta(ahead, result["locked"], sample, per_minute)
     result["eta_s"] = None if seconds is None else round(seconds, 1)
     result["eta_basis"] = basis
     result["eta_guess"] = basis in ("rate", "running")

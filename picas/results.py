@@ -11,6 +11,9 @@ and the state is left to the newer attempt.
 server cannot be reached it retries with backoff for a bounded time, then
 spools the results to local files, which a restarted pilot or ``picas
 recover --spool DIR`` pushes later.
+
+Once a token's end is written, the tokens waiting for it hear of it
+(:func:`picas.dependencies.tell`).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import conflicts, errors, state
+from . import conflicts, dependencies, errors, state
 from .database import Database, confirmed
 from .token import Token
 from .update import TRIES, update
@@ -165,27 +168,29 @@ class ResultWriter:
             doc = apply(current, result, self.default_max_attempts)
             if doc is not None:  # None: recorded already
                 todo.append((current, result, doc))
+        written = []
         try:
             outcomes = self.db.bulk_docs([doc for _, _, doc in todo])
         except errors.TooLarge:
             # One of them is too large, and the server refused them all: one by one.
-            for _, result, _ in todo:
-                self._write_one(result)
-            return
-        for (current, result, _), outcome in zip(todo, outcomes, strict=True):
+            outcomes = [{"error": "too_large"} for _ in todo]
+        for (current, result, doc), outcome in zip(todo, outcomes, strict=True):
             if confirmed(outcome):
                 self._count(current, result)
+                written.append(doc)
             else:
-                self._write_one(result)
+                again = self._write_one(result)
+                if again is not None:
+                    written.append(again)
+        dependencies.tell(self.db, written)
 
-    def _write_one(self, result: Result, tries: int = TRIES) -> None:
+    def _write_one(self, result: Result, tries: int = TRIES) -> Token | None:
         """:meth:`_write_as_is`; a result the server refuses as too large is
         written without its output files (or at worst its logs), so that the
-        attempt is never lost to them."""
+        attempt is never lost to them. Returns what was written (None: nothing was)."""
         while True:
             try:
-                self._write_as_is(result, tries)
-                return
+                return self._write_as_is(result, tries)
             except errors.TooLarge as exc:
                 slimmer = result.slimmer(f"the server refused the token as too large: {exc}")
                 if slimmer is None:
@@ -194,8 +199,9 @@ class ResultWriter:
                             exc, "its output files" if result.outputs else "its logs")
                 result = slimmer
 
-    def _write_as_is(self, result: Result, tries: int) -> None:
-        """Re-read and re-apply until the write is confirmed.
+    def _write_as_is(self, result: Result, tries: int) -> Token | None:
+        """Re-read and re-apply until the write is confirmed; return what was
+        written (None: nothing was).
 
         Reads every branch: on a cluster, a write that was not confirmed
         may sit on a branch of its own. The result goes onto the branch of
@@ -217,13 +223,15 @@ class ResultWriter:
             return None if current is None else apply(current, result,
                                                       self.default_max_attempts)
 
-        if update(self.db, result.token_id, change, tries=tries, read=read,
-                  in_doubt_too=True) is None:
-            return
+        written = update(self.db, result.token_id, change, tries=tries, read=read,
+                         in_doubt_too=True)
+        if written is None:
+            return None
         assert base is not None  # change wrote on top of it
         self._count(base, result)
         if branches > 1:
             conflicts.current(self.db, result.token_id)
+        return written
 
     def _branch_for(self, result: Result, leaves: list[Token]) -> Token | None:
         """The leaf to write ``result`` on top of; None when there is nothing
@@ -283,9 +291,13 @@ def push_spool(db: Database, spool_dir: Path,
         return 0
     writer = ResultWriter(db, None, default_max_attempts)
     pushed = 0
+    written = []
     for path in sorted(spool_dir.glob("*.json")):
         result = Result.from_json(json.loads(path.read_text()))
-        writer._write_one(result)
+        doc = writer._write_one(result)
+        if doc is not None:
+            written.append(doc)
         path.unlink()
         pushed += 1
+    dependencies.tell(db, written)
     return pushed

@@ -2,8 +2,8 @@
 
 A record's keys that are token fields (``command`` or ``function``,
 ``env``, ``priority``, ``tags``, ``max_attempts``, ``expected_runtime``,
-``input``, ``inputs``, ``outputs``, ``stdin``, ``_id``; ``args`` and
-``kwargs`` beside a ``function``) stay on the token; every other key goes
+``input``, ``inputs``, ``outputs``, ``stdin``, ``_id``, ``after``; ``args``
+and ``kwargs`` beside a ``function``) stay on the token; every other key goes
 into its ``input``. :func:`build` checks every record before any token is
 written.
 
@@ -11,6 +11,9 @@ A token's id is a hash of what it runs (command or function and its
 arguments, input, env, the files it reads) unless the record gives
 ``_id``, so adding the same input twice adds nothing the second time: the
 conflict on the existing id means "already there".
+
+A token ``after`` others waits until they are done (see
+:mod:`picas.dependencies`); :func:`check` refuses a cycle among them.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors, functions, provenance, staging
+from . import errors, functions, provenance, staging, state
 from .jobid import JOB_ID_FIELDS
 from .sources import Record
 from .token import Token, blank
@@ -31,13 +34,14 @@ from .token import Token, blank
 #: Record keys that are token fields; all other keys go into ``input``.
 TOKEN_FIELDS = ("_id", "type", "command", "function", "env", "priority", "tags",
                 "max_attempts", "expected_runtime", "input", "files", "inputs", "outputs",
-                "stdin")
+                "stdin", "after")
 #: Token fields only beside a ``function`` (elsewhere they are input, as they always were).
 CALL_FIELDS = ("args", "kwargs")
 #: Fields that only pilots and state changes write.
 MANAGED_FIELDS = frozenset({"lock", "done", "hostname", "scrub_count", "exit_code", "output",
                             "error", "uploads", "attempts", "lease", "cancel_requested",
-                            "retry_base", "outputs_skipped", *JOB_ID_FIELDS})
+                            "retry_base", "outputs_skipped", "waiting_for", "blocked_by",
+                            "dependents", *JOB_ID_FIELDS})
 #: What a token runs besides its command, input and env: in its id when given.
 #: (Only when given, so that the ids of tokens without them stay what they were.)
 RUNS_WITH = ("function", "args", "kwargs", "inputs", "stdin")
@@ -53,6 +57,8 @@ class Shape:
     max_attempts: int | None = None
     tags: tuple[str, ...] = ()
     require_command: bool = True
+    #: ids of tokens that every token waits for
+    after: tuple[str, ...] = ()
 
 
 class _Template(string.Formatter):
@@ -100,10 +106,12 @@ def fill(template: str, token: Token) -> str:
 
 
 def token_id(token: Token) -> str:
-    """The id a token gets from its content: what it runs and with what."""
+    """The id a token gets from its content: what it runs, with what, and after what."""
     content = {"command": token.get("command"), "input": token.get("input", {}),
                "env": token.get("env") or {},
                **{key: token[key] for key in RUNS_WITH if key in token}}
+    if token.get("after"):
+        content["after"] = sorted(token["after"])
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "t-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
@@ -163,6 +171,15 @@ def _tags(value: Any) -> list[str]:
     return value
 
 
+def _after(value: Any) -> list[str]:
+    """Ids of tokens to wait for: a list, or (as in CSV) text separated by commas."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(i, str) and i for i in value):
+        raise ValueError("after must be a list of token ids")
+    return value
+
+
 def shape(record: Record, how: Shape = Shape()) -> Token:
     """The token for one record; :class:`InvalidToken` says ``ORIGIN: reason``."""
     try:
@@ -193,6 +210,9 @@ def _shape(fields: Any, how: Shape) -> Token:
         raise ValueError("no command: give the token a 'command' field, or use "
                          "--command TEMPLATE (for example --command 'run.sh {path}'), or "
                          "name a Python 'function' (module:name)")
+    after = list(dict.fromkeys(_after(own.get("after", [])) + list(how.after)))
+    if after:
+        token = state.wait(token, after)
     token.setdefault("_id", token_id(token))
     return token
 
@@ -251,12 +271,18 @@ def _set_options(token: dict[str, Any], own: dict[str, Any], how: Shape) -> None
         token["tags"] = list(dict.fromkeys(tags))
 
 
-def check(records: Iterable[Record], how: Shape = Shape()) -> int:
+def check(records: Iterable[Record], how: Shape = Shape(),
+          after: dict[str, list[str]] | None = None) -> int:
     """How many tokens the records make, or one :class:`InvalidToken` listing
     what is wrong. Keeps no token, so it goes over any number of records
-    before a single one is written: a bad record anywhere adds nothing."""
+    before a single one is written: a bad record anywhere adds nothing.
+
+    ``after`` gets the ``after`` of each token that has one (by id): the
+    edges that :func:`picas.dependencies.plan` needs, kept only for those
+    tokens, so plain tokens cost no memory. A cycle among them is refused."""
     if how.command is not None:
         check_template(how.command)
+    found: dict[str, list[str]] = {} if after is None else after
     count = 0
     problems: list[str] = []
     #: given _id -> (digest of the token's content, where it was first given)
@@ -275,6 +301,9 @@ def check(records: Iterable[Record], how: Shape = Shape()) -> int:
                                 f"a different token at {first[1]}")
                 continue
         count += 1
+        if token.get("after"):
+            found[token["_id"]] = list(token["after"])
+    problems.extend(_cycles(found))
     if problems:
         shown = problems[:MAX_REPORTED]
         more = len(problems) - len(shown)
@@ -300,6 +329,36 @@ def build(records: Iterable[Record], how: Shape = Shape()) -> list[Token]:
 def _digest(token: Token) -> str:
     content = json.dumps(_content(token), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(content.encode()).hexdigest()
+
+
+def _cycles(waits: dict[str, list[str]]) -> list[str]:
+    """A line naming a cycle of ``after`` among the tokens in ``waits`` (id ->
+    its after; tokens that would wait forever), or none."""
+    left = {i: sum(1 for p in set(ps) if p in waits) for i, ps in waits.items()}
+    dependents: dict[str, list[str]] = {}
+    for i, ps in waits.items():
+        for p in set(ps) & waits.keys():
+            dependents.setdefault(p, []).append(i)
+    # Take away the tokens that wait for nothing left, again and again: what
+    # remains waits, directly or not, for itself.
+    free = [i for i, n in left.items() if n == 0]
+    while free:
+        for child in dependents.get(free.pop(), []):
+            left[child] -= 1
+            if left[child] == 0:
+                free.append(child)
+    stuck = {i for i, n in left.items() if n}
+    if not stuck:
+        return []
+    path, seen = [min(stuck)], {min(stuck): 0}
+    while True:
+        parent = min(p for p in waits[path[-1]] if p in stuck)
+        if parent in seen:
+            cycle = [*path[seen[parent]:], parent]
+            return [f"after makes a cycle (each waits for the next): "
+                    f"{' -> '.join(cycle)}"]
+        seen[parent] = len(path)
+        path.append(parent)
 
 
 def _content(token: Token) -> Token:

@@ -12,7 +12,15 @@ done       lock > 0, done > 0, exit_code == 0               done
 error      lock > 0, done > 0, exit_code != 0 (or 99/99)    error
 held       lock == -1, done == 0                            held
 cancelled  lock == -1, done == -1                           cancelled
+waiting    lock == -1, done == -2                           waiting
 =========  ===============================================  ==============
+
+A waiting token names in ``waiting_for`` the tokens it still waits for
+(of those it was added ``after``), and in ``blocked_by`` those of them
+that ended in error or were cancelled. Its ``done`` is not 0, so neither
+upstream's ``todo`` view nor a pilot's claim ever sees it as work; it
+becomes todo by a write, when the last of its parents is done
+(:func:`follow`, called by :mod:`picas.dependencies`).
 
 The JavaScript in ``couchviews/Monitor`` mirrors :func:`classify`; a test
 checks that the two agree on every state. Every transition below is a
@@ -36,6 +44,8 @@ from .token import Token
 NOT_CLAIMABLE = -1
 #: ``done`` value of a cancelled token.
 CANCELLED_DONE = -1
+#: ``done`` value of a token waiting for others (with ``lock`` NOT_CLAIMABLE).
+WAITING_DONE = -2
 #: Upstream PiCaS marks errors with lock = done = 99.
 UPSTREAM_ERROR = 99
 
@@ -52,6 +62,7 @@ class TokenState(str, enum.Enum):
     ERROR = "error"
     HELD = "held"
     CANCELLED = "cancelled"
+    WAITING = "waiting"
 
 
 class Outcome(str, enum.Enum):
@@ -134,6 +145,8 @@ def classify(doc: Token) -> TokenState | None:
         return TokenState.HELD
     if lock == NOT_CLAIMABLE and done == CANCELLED_DONE:
         return TokenState.CANCELLED
+    if lock == NOT_CLAIMABLE and done == WAITING_DONE:
+        return TokenState.WAITING
     return None
 
 
@@ -450,12 +463,13 @@ def unhold(doc: Token) -> Token:
 
 
 def cancel(doc: Token) -> Token:
-    """todo/held -> cancelled; a locked token is asked to stop instead.
+    """todo/held/waiting -> cancelled; a locked token is asked to stop instead.
 
     The pilot running it sees ``cancel_requested`` at its next heartbeat,
     kills the task, and records a cancelled attempt.
     """
-    state = require(doc, TokenState.TODO, TokenState.HELD, TokenState.LOCKED)
+    state = require(doc, TokenState.TODO, TokenState.HELD, TokenState.LOCKED,
+                    TokenState.WAITING)
     token = _copy(doc)
     if state is TokenState.LOCKED:
         token["cancel_requested"] = True
@@ -468,11 +482,75 @@ def reset(doc: Token) -> Token:
     """locked, error, done or cancelled -> todo, by a person's decision.
 
     Upstream's "scrub": ``scrub_count`` goes up. Attempts stay as history;
-    the retry budget starts afresh from here.
+    the retry budget starts afresh from here. A token cancelled while it
+    waited for others goes back to waiting for them.
     """
     require(doc, TokenState.LOCKED, TokenState.ERROR, TokenState.DONE,
             TokenState.CANCELLED, TokenState.HELD)
     token = _back_to_todo(_copy(doc))
     token["exit_code"] = ""
     token["retry_base"] = len(attempts(token))
+    if token.get("gate"):  # it has nothing to run: it waits for its parents again
+        token["waiting_for"] = list(token.get("after") or [])
+    if token.get("waiting_for"):
+        token.update(lock=NOT_CLAIMABLE, done=WAITING_DONE)
+    return token
+
+
+# -- dependencies --------------------------------------------------------------
+
+def wait(doc: Token, parents: list[str]) -> Token:
+    """A new token that waits until every one of ``parents`` is done."""
+    token = _copy(doc)
+    token.update(lock=NOT_CLAIMABLE, done=WAITING_DONE, after=list(parents),
+                 waiting_for=list(parents))
+    return token
+
+
+def gate(gate_id: str, parents: list[str]) -> Token:
+    """A token with nothing to run that stands for ``parents`` to those waiting
+    for all of them: done, not todo, once they are (see picas.dependencies)."""
+    return wait({"_id": gate_id, "type": "token", "lock": 0, "done": 0, "gate": True,
+                 "input": {}, "exit_code": ""}, parents)
+
+
+#: What a parent's state means for a token waiting for it.
+_BLOCKING = (TokenState.ERROR, TokenState.CANCELLED, None)
+
+
+def follow(doc: Token, parents: dict[str, TokenState | None]) -> Token | None:
+    """A waiting token after its ``parents`` reached the given states (None:
+    the parent is gone); None when that changes nothing.
+
+    A done parent is waited for no more, and the token becomes todo once
+    none is left (a gate becomes done); an errored, cancelled or missing one blocks it (named in
+    ``blocked_by``) until the parent is reset and done after all. Applying
+    the same news twice changes nothing, so a retried or repeated release
+    is harmless.
+    """
+    if classify(doc) is not TokenState.WAITING:
+        return None
+    before = list(doc.get("waiting_for") or [])
+    done = {p for p, s in parents.items() if s is TokenState.DONE}
+    waiting = [p for p in before if p not in done]
+    still = set(waiting)
+    failed = {p for p, s in parents.items() if s in _BLOCKING and p in still}
+    cleared = set(parents) - failed
+    old = list(doc.get("blocked_by") or [])
+    blocked = [p for p in old if p not in cleared and p in still]
+    blocked += sorted(failed - set(blocked))
+    if waiting == before and blocked == old:
+        return None
+    token = _copy(doc)
+    token["waiting_for"] = waiting
+    token["blocked_by"] = blocked
+    if not blocked:
+        token.pop("blocked_by")
+    if not waiting:
+        token.pop("waiting_for")
+        if token.get("gate"):
+            now = max(int(time.time()), 1)
+            token.update(lock=now, done=now, exit_code=0)
+        else:
+            token.update(lock=0, done=0)
     return token

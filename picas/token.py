@@ -19,7 +19,9 @@ from typing import Any
 #:   ``input``, ``exit_code``, ``output``, ``uploads``, ``error``
 #: * ``picas tokens add``: ``command`` (or ``function`` with ``args`` and
 #:   ``kwargs``), ``env``, ``priority``, ``tags``, ``max_attempts``,
-#:   ``expected_runtime``, ``files``, ``inputs``, ``outputs``, ``stdin``
+#:   ``expected_runtime``, ``files``, ``inputs``, ``outputs``, ``stdin``,
+#:   ``after`` (ids it waits for) and, on its parents, ``dependents``
+#: * releases (:mod:`picas.dependencies`): ``waiting_for``, ``blocked_by``
 #: * pilots and state changes: ``lease`` (id, pilot, host, job_id, attempt,
 #:   claimed, expires, in_doubt), ``attempts`` (one record per lease),
 #:   ``cancel_requested``, ``retry_base``, ``outputs_skipped``, and a job id field

@@ -51,6 +51,8 @@ def test_a_claim_keeps_exactly_the_tokens_the_server_locked(fake_db):
             for i in "abcdefghijkl"]
     mock.get(f"{URL}/", json={"couchdb": "Welcome", "version": "3.5.0",
                               "vendor": {"name": "The Apache Software Foundation"}})
+    mock.get(f"{URL}/tokens/_local/picas.frontier", status_code=404,
+             json={"error": "not_found", "reason": "missing"})  # no pool frontier yet
     mock.post(f"{URL}/tokens/_changes", json={"results": [
         {"id": d["_id"], "seq": n, "doc": d} for n, d in enumerate(todo, 1)]})
     sent: list[str] = []

@@ -54,9 +54,9 @@ def test_status_shows_states_running_errors_and_rate(db, env):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == f"database '{db.name}' at {env['PICAS_URL']}"
-    assert [line.split() for line in lines[1:8]] == [
+    assert [line.split() for line in lines[1:9]] == [
         ["todo", "1"], ["locked", "1"], ["done", "1"], ["error", "1"], ["held", "0"],
-        ["cancelled", "0"], ["total", "4"]]
+        ["cancelled", "0"], ["waiting", "0"], ["total", "4"]]
     assert "tokens/min, ETA" in result.stdout
     running = next(line for line in lines if line.strip().startswith("t1"))
     assert "node-9" in running and "pilot-x" in running
@@ -197,6 +197,6 @@ def test_server_status_and_stop_find_the_server_of_the_configured_url(tmp_path, 
 def test_status_says_what_the_eta_rests_on(summary, said):
     from picas.cli.status_cmd import render
     full = {"database": "d", "url": "u", "todo": 1, "locked": 0, "done": 0, "error": 0,
-            "held": 0, "cancelled": 0, "total": 1, "rate": 1.0, "running": [],
+            "held": 0, "cancelled": 0, "waiting": 0, "total": 1, "rate": 1.0, "running": [],
             "errors_by_exit_code": {}, **summary}
     assert f"rate 1.0 tokens/min, {said}" in render(full).splitlines()

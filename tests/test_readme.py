@@ -228,3 +228,22 @@ def test_the_futures_example_runs_while_a_pilot_works(db, pilot_env, tmp_path):
     assert "hello from " in done.stdout
     sizes = {int(line.split()[0]) for line in lines if line.endswith(" bytes")}
     assert sizes == {Path(p).stat().st_size for p in ("/etc/hostname", "/etc/hosts")}
+
+
+def test_the_workflow_section_runs_as_written(db, pilot_env, tmp_path):
+    """Its commands, on a test database: everything runs, each token after its parents."""
+    lines = block_after("## Workflows: tokens that wait for others")
+    assert lines[0] == "picas tokens add examples/workflow.jsonl" and "picas pilot" in lines
+    env = {**pilot_env, "PICAS_CONFIG": str(tmp_path / "conf.yml"), "TMPDIR": str(tmp_path),
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + pilot_env["PATH"]}
+    said = {}
+    for line in lines:
+        ran = subprocess.run(["bash", "-c", line], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert ran.returncode == 0, (line, ran.stdout, ran.stderr)
+        said[line.split()[1]] = ran.stdout
+    assert said["tokens"].count("waiting for") == 6  # the list: 3 + the 3 extra tokens
+    assert json.loads(said["status"])["done"] == 7
+    merge = db.get("wf-merge")["attempts"][0]
+    assert all(db.get(part)["attempts"][0]["end"] <= merge["start"]
+               for part in ("wf-part-1", "wf-part-2"))

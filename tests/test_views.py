@@ -53,6 +53,12 @@ CURATED = [
     ("held", dict(lock=-1, done=0, tags=["a"]), "held", None),
     ("held_string", dict(lock="-1", done=0), "held", None),
     ("cancelled", dict(lock=-1, done=-1), "cancelled", None),
+    ("waiting", dict(lock=-1, done=-2, after=["todo_plain"], waiting_for=["todo_plain"]),
+     "waiting", None),
+    ("waiting_string", dict(lock="-1", done="-2", tags=["b"]), "waiting", None),
+    ("waiting_blocked", dict(lock=-1, done=-2, waiting_for=["error_int", "todo_plain"],
+                             blocked_by=["error_int"]), "waiting", None),
+    ("waiting_unlocked", dict(lock=0, done=-2), None, None),
     ("no_lock", dict(done=0), None, None),
     ("no_done", dict(lock=0), None, None),
     ("null_lock", dict(lock=None, done=0), None, None),
@@ -153,7 +159,7 @@ def test_by_tag_counts_tags_per_state(db, curated):
     assert expected  # the fixture has tags in several states
     assert _grouped(db, "by_tag") == dict(expected)
     rows = db.view("Monitor", "by_tag", group_level=1)["rows"]
-    assert {row["key"][0]: row["value"] for row in rows} == {"a": 4, "b": 3}
+    assert {row["key"][0]: row["value"] for row in rows} == {"a": 4, "b": 4}
 
 
 def test_done_by_time_counts_finished_tokens_by_time(db, curated):
@@ -184,7 +190,7 @@ def test_todo_by_priority_is_the_todo_view_highest_priority_first(db):
 def test_views_agree_with_classify_on_every_combination(db):
     """Odd field values, combined: JavaScript's comparisons must match classify's."""
     locks = [0, "0", "", T, 1.5, 99, "99", -1, "-1", -5, None, "abc", MISSING]
-    dones = [0, "0", T + 5, 99, -1, None, MISSING]
+    dones = [0, "0", T + 5, 99, -1, -2, "-2", None, MISSING]
     codes = [0, "0", " 0", 1, "1", -9, "", None, True, MISSING]
     combinations = [(lock, done, 0) for lock, done in itertools.product(locks, dones)]
     finished = [(T, T + 5), (99, 99), ("99", 99), (1.5, "7")]
@@ -202,6 +208,12 @@ def test_views_agree_with_classify_on_every_combination(db):
         eventually(lambda name=name: _view_ids(db, "Monitor", name), expected[token_state])
     counts = {json.dumps(s.value): len(ids) for s, ids in expected.items()}
     assert _grouped(db, "overview_total") == counts
+
+
+def test_blocked_lists_waiting_tokens_held_up_by_a_failed_parent(db, curated):
+    rows = db.view("Monitor", "blocked", reduce=False)["rows"]
+    assert [(row["id"], row["value"]) for row in rows] == [("waiting_blocked", ["error_int"])]
+    assert db.view("Monitor", "blocked")["rows"][0]["value"] == 1
 
 
 def test_conflicts_counts_tokens_with_branches_and_locks_in_doubt(db):
@@ -271,9 +283,9 @@ def test_triage_attempts_lists_every_attempt_by_its_end(db):
 def test_every_view_in_couchviews_is_covered_here():
     """A new view must come with a test of its contents in this file."""
     covered = {"Monitor": set(STATE_VIEWS) | {"overview_total", "error_by_exit_code", "by_tag",
-                                              "done_by_time", "conflicts", "todo_by_priority",
-                                              "locked_by_expiry", "errors", "attempts_by_host",
-                                              "attempts"}}
+                                              "done_by_time", "conflicts", "blocked",
+                                              "todo_by_priority", "locked_by_expiry", "errors",
+                                              "attempts_by_host", "attempts"}}
     loaded = designdocs.load()
     assert {name: set(doc["views"]) for name, doc in loaded.items()} == covered
 

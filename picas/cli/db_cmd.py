@@ -127,7 +127,7 @@ def _report_security(db: Database, before: dict, after: dict, created: bool) -> 
 
 @click.group("views")
 def views_group() -> None:
-    """Push the design documents (the Monitor and Pilot views).
+    """Push the design document (Monitor, with every view picas reads).
 
     \b
     Example:
@@ -172,6 +172,10 @@ def size(app: App, as_json: bool) -> None:
     """Show the database's size on disk, its live data, and bytes per document.
 
     The file holds every old revision until compaction: `picas db compact`.
+
+    \b
+    Example:
+      picas db size --json
     """
     db = app.open_database()
     found = storage.sizes(db)
@@ -196,6 +200,10 @@ def compact(app: App) -> None:
     Compaction drops old revisions: after a drain, most of the file. It runs
     in the server; `picas db size` shows the result once it is done
     (CouchDB also compacts on its own, by its [smoosh] settings).
+
+    \b
+    Example:
+      picas -u admin db compact
     """
     db = app.open_database()
     started = storage.compact(db)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .. import conflicts, lease, pilot, results, slurm, staging
+from .. import conflicts, dependencies, lease, pilot, results, slurm, staging
 from ..state import Holder
 from .common import App, pass_app, plural
 
@@ -181,6 +181,11 @@ def recover(app: App, spool: Path | None, as_json: bool) -> None:
     running lock before anything else; attempts of every branch are kept)
     and puts locks in doubt back in todo, since they never ran.
 
+    It also looks at the tokens that wait for others: one whose parents are
+    all done goes to todo (a pilot that died after a parent's result could
+    not release it), and parents in error or cancelled are named in its
+    blocked_by.
+
     \b
     Examples:
       picas recover
@@ -196,9 +201,11 @@ def recover(app: App, spool: Path | None, as_json: bool) -> None:
         recovered += count
         if count == 0:
             break
+    deps = dependencies.recheck(db)
     if as_json:
         click.echo(json.dumps({"recovered": recovered, "pushed": pushed, "resolved": resolved,
-                               "waiting": waiting}))
+                               "waiting": waiting, "released": deps.released,
+                               "blocked": deps.blocked}))
         return
     click.echo(f"recovered {plural(recovered, 'token')} whose lease had expired or was in doubt")
     if resolved or waiting:
@@ -207,6 +214,9 @@ def recover(app: App, spool: Path | None, as_json: bool) -> None:
                       "(try again once a lease runs out)" if waiting else ""))
     if spool:
         click.echo(f"pushed {plural(pushed, 'spooled result')} from {spool}")
+    if deps.waiting:
+        click.echo(f"released {plural(deps.released, 'waiting token')} whose parents are all "
+                   f"done; {deps.blocked} blocked by a parent in error or cancelled")
 
 
 COMMANDS = [pilot_command, recover]

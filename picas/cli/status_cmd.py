@@ -22,13 +22,24 @@ def progress_bar(finished: int, total: int, width: int = BAR_WIDTH) -> str:
             f"{finished}/{total} finished")
 
 
+def _state_lines(summary: dict) -> list[str]:
+    """A line per state; the waiting one says how many are blocked."""
+    lines = []
+    for name in (s.value for s in TokenState):
+        line = f"  {name:<10} {summary[name]:>8}"
+        if name == TokenState.WAITING.value and summary.get("blocked"):
+            line += (f"  ({summary['blocked']} blocked: a token they wait for is in error or "
+                     "cancelled)")
+        lines.append(line)
+    return lines
+
+
 def render(summary: dict, with_bar: bool = False) -> str:
     """The human-readable status."""
     lines = [f"database '{summary['database']}' at {summary['url']}"]
     if summary.get("views_note"):
         lines.append(summary["views_note"])
-    for name in (s.value for s in TokenState):
-        lines.append(f"  {name:<10} {summary[name]:>8}")
+    lines.extend(_state_lines(summary))
     lines.append(f"  {'total':<10} {summary['total']:>8}")
     if summary.get("conflicts") or summary.get("in_doubt"):
         lines.append(f"needs `picas recover`: {summary['conflicts']} with conflicting branches, "
@@ -83,7 +94,7 @@ def _eta(summary: dict) -> str:
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="With --watch: seconds between refreshes.")
 @click.option("--until-done", is_flag=True,
-              help="With --watch: stop once no token is todo or locked.")
+              help="With --watch: stop once no token is todo, locked or waiting (unblocked).")
 @click.option("--running", "running_limit", type=click.IntRange(min=0), default=10,
               show_default=True, help="Show at most this many running tokens.")
 @pass_app
@@ -119,12 +130,17 @@ def status_command(app: App, as_json: bool, watch: bool, interval: float, until_
                 click.echo(f"warning: {exc}; retrying", err=True)
             else:
                 _show_update(summary, as_json, tty, first)
-                if until_done and summary["todo"] + summary["locked"] == 0:
+                if until_done and _unfinished(summary) == 0:
                     return
             first = False
             time.sleep(interval)
     except KeyboardInterrupt:
         click.echo("", err=True)
+
+
+def _unfinished(summary: dict) -> int:
+    """Tokens that will still run: blocked ones wait for a person, not a pilot."""
+    return summary["todo"] + summary["locked"] + summary["waiting"] - summary["blocked"]
 
 
 def _show_update(summary: dict, as_json: bool, tty: bool, first: bool) -> None:

@@ -14,6 +14,7 @@ import click
 
 from .. import (
     adding,
+    dependencies,
     designdocs,
     errors,
     indexing,
@@ -106,6 +107,8 @@ class _Signals:
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Tries before a token "
               "goes to error.")
 @click.option("--tag", "tag_names", multiple=True, metavar="TAG", help="Tag (repeatable).")
+@click.option("--after", "after", multiple=True, metavar="ID",
+              help="Every token waits until this token is done (repeatable).")
 @click.option("--no-command", is_flag=True,
               help="Allow tokens without a command, for your own pilot script (RunActor) "
                    "that reads their input.")
@@ -117,16 +120,18 @@ class _Signals:
 def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Path | None,
         pattern: str | None, watch: bool, interval: float, max_time: float | None,
         template: str | None, priority: float | None, max_attempts: int | None,
-        tag_names: tuple[str, ...], no_command: bool, batch: int, dry_run: bool,
-        as_json: bool) -> None:
+        tag_names: tuple[str, ...], after: tuple[str, ...], no_command: bool, batch: int,
+        dry_run: bool, as_json: bool) -> None:
     """Add tokens from files, a parameter grid, or the files in a directory.
 
     FILE can be JSON (an array), JSONL, YAML (a list) or CSV (with a header
     row). Keys other than command (or function, with args and kwargs),
     env, priority, tags, max_attempts, expected_runtime, files, inputs,
-    outputs, stdin, input and _id go into the token's input. Every token
-    is checked before any is written, so a bad line adds nothing. Ids come
-    from the content, so adding the same input twice adds nothing new.
+    outputs, stdin, input, _id and after go into the token's input. Every
+    token is checked before any is written, so a bad line adds nothing. Ids
+    come from the content, so adding the same input twice adds nothing new.
+    A token with "after": [ids] waits until those tokens are done; unknown
+    ids and cycles are refused.
 
     \b
     Examples:
@@ -135,10 +140,12 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
           --command 'python sim.py --alpha {alpha} --seed {seed}'
       picas tokens add --from-dir data/ --glob '*.fits' --command 'reduce {path}'
       picas tokens add --from-dir incoming/ --watch --command 'process {path}'
+      picas tokens add merge.jsonl --after split
     """
     _check_add_options(files, grids, from_dir, pattern, watch, dry_run, no_command, template)
     how = shaping.Shape(command=template, priority=priority, max_attempts=max_attempts,
-                       tags=tuple(tag_names), require_command=not no_command)
+                       tags=tuple(tag_names), require_command=not no_command,
+                       after=after)
     if watch:
         assert from_dir is not None  # checked above: --watch needs --from-dir
         _watch(app, files, from_dir, pattern or "*", how, interval, max_time, batch, as_json)
@@ -146,8 +153,9 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
     def records() -> Iterator[sources.Record]:
         return _read_records(files, grids, from_dir, pattern)
 
+    edges: dict[str, list[str]] = {}
     try:
-        total = shaping.check(records(), how)
+        total = shaping.check(records(), how, edges)
     except errors.InvalidToken as exc:
         raise errors.InvalidToken(f"{exc}\nnothing was added") from None
     if dry_run:
@@ -157,7 +165,11 @@ def add(app: App, files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
     if not total:
         click.echo("nothing to add: the input holds no tokens", err=True)
         return
-    report = _add_with_progress(db, shaping.stream(records(), how), total, batch)
+    plan = None
+    if edges:
+        plan = dependencies.plan(db, edges,
+                                 lambda: (t["_id"] for t in shaping.stream(records(), how)))
+    report = _add_with_progress(db, shaping.stream(records(), how), total, batch, plan)
     if report.added:
         indexing.start(db)
     if as_json:
@@ -208,10 +220,10 @@ def _read_records(files: tuple[Path, ...], grids: tuple[str, ...], from_dir: Pat
         yield from sources.scan_dir(from_dir, pattern or "*")
 
 
-def _add_with_progress(db: Database, new: Iterator[dict], total: int,
-                       batch: int) -> adding.AddReport:
+def _add_with_progress(db: Database, new: Iterator[dict], total: int, batch: int,
+                       plan: dependencies.Plan | None) -> adding.AddReport:
     if total < PROGRESS_FROM:
-        return adding.add(db, new, batch)
+        return adding.add(db, new, batch, plan=plan)
     started = time.monotonic()
     done = [0]
 
@@ -225,7 +237,7 @@ def _add_with_progress(db: Database, new: Iterator[dict], total: int,
 
     with click.progressbar(length=total, label=f"adding {total:,} tokens", file=sys.stderr,
                            item_show_func=rate, show_pos=True) as bar:
-        return adding.add(db, new, batch, progress=step)
+        return adding.add(db, new, batch, progress=step, plan=plan)
 
 
 def _show_dry_run(new: Iterator[dict], total: int, as_json: bool) -> None:
@@ -298,9 +310,20 @@ def _iter_tokens(db: Database, view: str | None, tag: str | None,
         yield row["doc"]
 
 
-def _row(doc: dict) -> list[Any]:
+def _state_text(doc: dict) -> str:
+    """The state, and for a waiting token what holds it up."""
     current = state.classify(doc)
-    return [doc["_id"], current.value if current else "-", doc.get("priority", ""),
+    if current is not state.TokenState.WAITING:
+        return current.value if current else "-"
+    blocked = doc.get("blocked_by") or []
+    if blocked:
+        more = f" +{len(blocked) - 1}" if len(blocked) > 1 else ""
+        return f"blocked by {blocked[0]}{more}"
+    return f"waiting for {len(doc.get('waiting_for') or [])}"
+
+
+def _row(doc: dict) -> list[Any]:
+    return [doc["_id"], _state_text(doc), doc.get("priority", ""),
             len(doc.get("attempts", [])) or "", doc.get("hostname") or "",
             ",".join(doc.get("tags", [])), shorten(_command_text(doc), 50)]
 
@@ -342,18 +365,29 @@ def _format_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+def _field_lines(doc: dict) -> list[str]:
+    """The fields that say what a token runs, waits for and left out."""
+    lines = []
+    for key in ("command", "function", "args", "kwargs", "input", "inputs", "stdin",
+                "outputs", "env", "priority", "tags", "max_attempts", "expected_runtime",
+                "exit_code", "hostname", "scrub_count", "output",
+                "after", "waiting_for", "blocked_by", "dependents", "gate"):
+        if doc.get(key) not in (None, "", {}, []):
+            lines.append(f"{key:<12} {_format_value(doc[key])}")
+    if doc.get("blocked_by"):
+        lines.append("blocked      a token it waits for is in error or cancelled: reset it "
+                     "(`picas tokens reset ID`) to let this one go on once it is done")
+    for item in doc.get("outputs_skipped") or []:
+        lines.append(f"left out     {item.get('name')} ({item.get('size', '?')} bytes): "
+                     f"{item.get('reason')}")
+    return lines
+
+
 def _show(doc: dict) -> str:
     current = state.classify(doc)
     lines = [f"id           {doc['_id']}",
              f"state        {current.value if current else 'not a token'}"]
-    for key in ("command", "function", "args", "kwargs", "input", "inputs", "stdin",
-                "outputs", "env", "priority", "tags", "max_attempts", "expected_runtime",
-                "exit_code", "hostname", "scrub_count", "output"):
-        if doc.get(key) not in (None, "", {}, []):
-            lines.append(f"{key:<12} {_format_value(doc[key])}")
-    for item in doc.get("outputs_skipped") or []:
-        lines.append(f"left out     {item.get('name')} ({item.get('size', '?')} bytes): "
-                     f"{item.get('reason')}")
+    lines.extend(_field_lines(doc))
     lease = doc.get("lease")
     if lease:
         expires = lease.get("expires")

@@ -14,6 +14,8 @@ function (doc) {
     state = "held";
   } else if (doc.lock == -1 && doc.done == -1) {
     state = "cancelled";
+  } else if (doc.lock == -1 && doc.done == -2) {
+    state = "waiting";
   }
   var tags = Array.isArray(doc.tags) ? doc.tags : [];
   if (state !== null) {

@@ -13,5 +13,7 @@ function (doc) {
     emit("held", 1);
   } else if (doc.lock == -1 && doc.done == -1) {
     emit("cancelled", 1);
+  } else if (doc.lock == -1 && doc.done == -2) {
+    emit("waiting", 1);
   }
 }
