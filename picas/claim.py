@@ -148,8 +148,9 @@ class ChangesSource:
         if self.cursor == last or (not exhausted and time.monotonic() - at < PUBLISH_EVERY):
             return
         self._published = (self.cursor, time.monotonic())
-        frontier.publish(db, frontier.Frontier(self.cursor, dict(self.watch),
-                                               list(self.skipped)))
+        if len(self.watch) + len(self.skipped) <= frontier.MAX_IDS:  # else: not worth copying
+            frontier.publish(db, frontier.Frontier(self.cursor, dict(self.watch),
+                                                   list(self.skipped)))
 
     def fetch(self, db: Database, window: int) -> Window:
         if self._selector is None:

@@ -70,12 +70,10 @@ def load(db: Database) -> Frontier:
 
 def publish(db: Database, frontier: Frontier) -> bool:
     """Store ``frontier`` unless a published one is further along; True when stored.
+    (Callers keep it to :data:`MAX_IDS` ids: a new pilot reads them all.)
 
     Best effort: a frontier that cannot be written is left for the next try.
     """
-    if len(frontier.watch) + len(frontier.skipped) > MAX_IDS:
-        return False
-
     def move(current: dict | None) -> dict | None:
         if current and position(current.get("since")) >= position(frontier.since):
             return None
