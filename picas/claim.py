@@ -156,8 +156,16 @@ class ChangesSource:
         if self._selector is None:
             self._start(db)
         self._publish(db, exhausted=False)
-        rows = db.changes(self._selector or None, since=self.cursor, limit=window,
-                          include_docs=True, conflicts=True)["results"]
+        try:
+            rows = self._read(db, window)
+        except errors.Conflict as exc:
+            # A cluster that lost the node a cursor names may answer 409
+            # "progress not possible": read from the start again (only
+            # costs reading; what is remembered behind the cursor stays).
+            log.warning("the changes feed cannot go on from this pilot's place (%s): "
+                        "reading it from the start", exc)
+            self.cursor = 0
+            rows = self._read(db, window)
         now = time.time()
         docs, self._rows = [], []
         for row in rows:
@@ -180,6 +188,10 @@ class ChangesSource:
                 self._publish(db, exhausted=True)
                 docs = self._recheck(db, now, window)
         return Window(docs, exhausted, in_order=True, contested=self._contested())
+
+    def _read(self, db: Database, window: int) -> list[dict]:
+        return db.changes(self._selector or None, since=self.cursor, limit=window,
+                          include_docs=True, conflicts=True)["results"]
 
     def _due(self, now: float) -> list[str]:
         """Watched tokens whose lease ran out."""

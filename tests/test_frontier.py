@@ -121,3 +121,21 @@ def test_a_reset_token_is_found_again_beyond_the_frontier(db):
     got = claim.claim(db, Holder("second", "h"), limit=5, source=claim.ChangesSource())
     assert [t["_id"] for t in got.tokens] == [ids[3]]
     assert state.classify(db.get(ids[0])) is TokenState.DONE
+
+
+def test_a_feed_that_cannot_go_on_from_the_cursor_is_read_from_the_start(couch, db):
+    """A cluster that lost the node a cursor names answers 409 "progress not possible"."""
+    from faultproxy import FaultProxy
+
+    from picas.transport import Transport
+
+    ids = _add(db, 0, 30)
+    with FaultProxy(couch.url) as proxy:
+        reached = Database(Transport(proxy.url, couch.username, couch.password), db.name)
+        source = claim.ChangesSource()
+        first = claim.claim(reached, Holder("p", "h"), limit=5, source=source).tokens
+        assert first and source.cursor != 0
+        proxy.answer(r"_changes\?(.*&)?since=[1-9]", 409,
+                     {"error": "conflict", "reason": "progress not possible"})
+        rest = _claim_all(reached, source, Holder("p", "h"))
+    assert sorted(t["_id"] for t in first + rest) == sorted(ids)
