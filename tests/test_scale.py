@@ -103,7 +103,8 @@ def test_an_add_starts_building_the_views_without_waiting(through, proxy):
     ok(through("tokens", "add", "--grid", "n=1..3", "--command", "echo {n}"))
     kicked = {line.split("/")[3] for line in proxy.seen
               if "/_view/" in line and "stale=update_after" in line}
-    assert kicked == {designdocs.MONITOR}
+    couchdb = Transport(proxy.url).is_apache_couchdb()
+    assert kicked == ({designdocs.MONITOR} if couchdb else set())
 
 
 def test_a_jsonl_file_is_read_a_line_at_a_time(tmp_path):
